@@ -1,0 +1,203 @@
+"""The `Completion` record: one answer of one backend, and its flat row for DataFrames.
+
+A request with ``n > 1`` gives one Completion per choice; the backends return the
+first one, and all of them (itself included) in ``completion.choices``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .params import Params
+
+Messages = list[dict[str, Any]]
+
+
+@dataclass
+class Usage:
+    """Token counts; reasoning_tokens is counted by gsexplore when the server does not say."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Usage:
+        """Usage from an OpenAI/vLLM usage object (missing keys become None)."""
+        d = d or {}
+        details = d.get("completion_tokens_details") or {}
+        return cls(d.get("prompt_tokens"), d.get("completion_tokens"), d.get("total_tokens"),
+                   d.get("reasoning_tokens", details.get("reasoning_tokens")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape vLLM uses."""
+        return {"prompt_tokens": self.prompt_tokens, "total_tokens": self.total_tokens,
+                "completion_tokens": self.completion_tokens, "prompt_tokens_details": None}
+
+
+@dataclass
+class Completion:
+    """One generated answer with everything needed to reproduce and compare it."""
+
+    content: str | None
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[Any] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None  # [{"token", "logprob", "bytes", "top_logprobs": [...]}]
+    prompt_logprobs: list[dict[str, Any] | None] | None = None
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    backend: str = ""
+    model: str = ""
+    params: Params = field(default_factory=Params)
+    messages: Messages = field(default_factory=list)
+    index: int = 0
+    id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. {"guided_engine": "llguidance"}
+    choices: list[Completion] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            self.choices = [self]
+
+    # --- parsing ----------------------------------------------------------
+    @classmethod
+    def from_response(
+        cls,
+        resp: dict[str, Any],
+        *,
+        backend: str = "",
+        params: Params | None = None,
+        messages: Messages | None = None,
+        latency_s: float | None = None,
+        ttft_s: float | None = None,
+    ) -> Completion:
+        """Parse a Chat Completions response (vLLM 0.10-0.16 field names); returns choice 0 with all choices."""
+        usage = Usage.from_dict(resp.get("usage"))
+        out = []
+        for i, ch in enumerate(resp.get("choices") or []):
+            msg = ch.get("message") or {}
+            reasoning = msg.get("reasoning_content")
+            if reasoning is None:
+                reasoning = msg.get("reasoning")
+            lp = ch.get("logprobs")
+            out.append(cls(
+                content=msg.get("content"),
+                reasoning_content=reasoning,
+                finish_reason=ch.get("finish_reason"),
+                stop_reason=ch.get("stop_reason"),
+                usage=usage,
+                tool_calls=msg.get("tool_calls") or [],
+                logprobs=_plain(lp.get("content")) if isinstance(lp, dict) else None,
+                prompt_logprobs=_plain(resp.get("prompt_logprobs")),
+                latency_s=latency_s,
+                ttft_s=ttft_s,
+                backend=backend,
+                model=resp.get("model", ""),
+                params=params or Params(),
+                messages=list(messages or []),
+                index=ch.get("index", i),
+                id=resp.get("id"),
+                raw=resp,
+            ))
+        if not out:
+            out.append(cls(content=None, usage=usage, backend=backend, model=resp.get("model", ""),
+                           params=params or Params(), messages=list(messages or []), raw=resp,
+                           latency_s=latency_s, ttft_s=ttft_s, id=resp.get("id")))
+        for c in out:
+            c.choices = out
+        return out[0]
+
+    # --- views --------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The content, or "" when there is none."""
+        return self.content or ""
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Completion tokens over latency (all choices of the request share both)."""
+        if self.usage.completion_tokens and self.latency_s:
+            return self.usage.completion_tokens / self.latency_s
+        return None
+
+    @property
+    def prompt(self) -> str:
+        """The text of the last user message."""
+        for m in reversed(self.messages):
+            if m.get("role") == "user":
+                c = m.get("content")
+                return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
+        return ""
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict: the outcome, then one column per parameter (None when not set)."""
+        row: dict[str, Any] = {
+            "backend": self.backend,
+            "model": self.model,
+            "prompt": self.prompt,
+            "messages": json.dumps(self.messages, ensure_ascii=False),
+            "choice": self.index,
+            "content": self.content,
+            "reasoning_content": self.reasoning_content,
+            "finish_reason": self.finish_reason,
+            "stop_reason": None if self.stop_reason is None else str(self.stop_reason),
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "total_tokens": self.usage.total_tokens,
+            "reasoning_tokens": self.usage.reasoning_tokens,
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "tokens_per_s": self.tokens_per_s,
+        }
+        row.update(self.params.to_row())
+        return row
+
+    def __repr__(self) -> str:
+        text = (self.content or "")[:60]
+        return (f"Completion(content={text!r}{'...' if len(self.content or '') > 60 else ''}, "
+                f"finish_reason={self.finish_reason!r}, backend={self.backend!r}, "
+                f"tokens={self.usage.completion_tokens}, latency_s={_fmt(self.latency_s)})")
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        parts = ['<div class="gs-completion" style="font-family:sans-serif">']
+        if self.reasoning_content:
+            parts.append("<details><summary><b>Razonamiento / reasoning</b> "
+                         f"({self.usage.reasoning_tokens or '?'} tokens)</summary>"
+                         f'<pre style="white-space:pre-wrap;color:#555">{esc(self.reasoning_content)}</pre></details>')
+        parts.append(f'<pre style="white-space:pre-wrap">{esc(self.content or "")}</pre>')
+        u = self.usage
+        parts.append(
+            '<div style="color:#666;font-size:smaller">'
+            f"finish_reason: <b>{esc(str(self.finish_reason))}</b>"
+            + (f" ({esc(str(self.stop_reason))})" if self.stop_reason is not None else "")
+            + f" · tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion"
+            + f" · latency: {_fmt(self.latency_s)} s"
+            + (f" · {self.tokens_per_s:.1f} tok/s" if self.tokens_per_s else "")
+            + f" · {esc(self.backend)} {esc(self.model)}</div></div>")
+        return "".join(parts)
+
+
+def _fmt(x: float | None) -> str:
+    return "None" if x is None else f"{x:.3f}"
+
+
+def _plain(obj: Any) -> Any:
+    """Deep copy with numpy scalars turned into Python floats/ints."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
