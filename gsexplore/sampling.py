@@ -115,7 +115,7 @@ def apply_min_tokens(logits, n_generated: int, min_tokens: int | None,
 def apply_penalties(logits, prompt_ids: Iterable[int], output_ids: Iterable[int],
                     repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
                     frequency_penalty: float = 0.0) -> np.ndarray:
-    """vLLM penalties: repetition over prompt+output tokens, presence/frequency over output only."""
+    """vLLM penalties: repetition over prompt+output tokens, presence/frequency over output."""
     x = _as_logits(logits)
     if not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
@@ -220,7 +220,7 @@ def stages(logits, *, temperature: float | None = 1.0, top_k: int | None = None,
            allowed_token_ids: Sequence[int] | None = None, min_tokens: int | None = None,
            eos_ids: Iterable[int] = (), prompt_ids: Iterable[int] = (),
            output_ids: Iterable[int] = ()) -> list[Stage]:
-    """Logits and probabilities after each step: raw, penalties, temperature, min_p, top_k, top_p."""
+    """Logits and probabilities after each step, raw to top_p (see STAGE_NAMES)."""
     output_ids = list(output_ids)
     raw = _as_logits(logits)
     t = _effective_temperature(1.0 if temperature is None else temperature)

@@ -121,7 +121,8 @@ def test_tiny_qwen3_vocabulary(tiny_llm: llama_cpp.Llama) -> None:
     chat = b"<|im_start|>user\nHola, \xc2\xbfqu\xc3\xa9 tal?<|im_end|>\n"
     toks = tiny_llm.tokenize(chat, add_bos=False, special=True)
     assert toks[0] == IM_START and IM_END in toks
-    assert tiny_llm.detokenize(toks).decode() == chat.decode()
+    assert tiny_llm.detokenize(toks, special=True).decode() == chat.decode()
+    assert tiny_llm.detokenize(toks).decode() == "user\nHola, ¿qué tal?\n"  # CONTROL tokens dropped
 
 
 def test_tiny_qwen3_metadata(tiny_llm: llama_cpp.Llama) -> None:

@@ -278,7 +278,7 @@ def test_stages_names_and_final_agree():
         close(s.probs, S.softmax(s.logits))
         assert s.logits.dtype == np.float64 and s.probs.dtype == np.float64
     assert_logits(st[0].logits, L)
-    # penalties: token 0 (prompt) 2/1.3; token 1: 1/1.3 - 0.1*2 - 0.2; token 3: -1 + 2 = 1 (unseen).
+    # penalties: token 0 (prompt) 2/1.3; token 1: 1/1.3 - 0.1*2 - 0.2; token 3: -1 + 2 = 1.
     assert_logits(st[1].logits, [2 / 1.3, 1 / 1.3 - 0.4, 0.0, 1.0])
     assert_logits(st[2].logits, [4 / 1.3, 2 / 1.3 - 0.8, 0.0, 2.0])
     with pytest.raises(Exception):
