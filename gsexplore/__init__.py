@@ -1,7 +1,57 @@
-"""gsexplore: explore how generation parameters change what a chat model says."""
+"""gsexplore: explore how generation parameters change what a chat model says.
+
+The heavy parts (llama.cpp, widgets, matplotlib) load on first use, so
+``import gsexplore`` stays quick.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .completion import Completion, Usage
 from .errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError,
                      BadRequestError, GSExploreError, ModelNotFoundError, ParamsError,
                      RateLimitError, ServerError, UnsupportedParam)
 from .params import Params, ParamSpec
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LocalBackend": ("gsexplore.backends.local", "LocalBackend"),
+    "RemoteBackend": ("gsexplore.backends.remote", "RemoteBackend"),
+    "sweep": ("gsexplore.sweep", "sweep"),
+    "plot": ("gsexplore.plots", "plot"),
+    "load": ("gsexplore.store", "load"),
+    "add_metrics": ("gsexplore.metrics", "add_metrics"),
+    "check": ("gsexplore.guided", "check"),
+    "panels": ("gsexplore.panels", None),
+    "plots": ("gsexplore.plots", None),
+    "guided": ("gsexplore.guided", None),
+    "sampling": ("gsexplore.sampling", None),
+    "models": ("gsexplore.models", None),
+    "metrics": ("gsexplore.metrics", None),
+}
+
+__all__ = ["APIConnectionError", "APIError", "APITimeoutError", "AuthenticationError", "BadRequestError",
+           "Completion", "GSExploreError", "ModelNotFoundError", "ParamSpec", "Params", "ParamsError",
+           "RateLimitError", "ServerError", "UnsupportedParam", "Usage", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gsexplore' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = import_module(module) if attr is None else getattr(import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def _register_accessor() -> None:
+    """`df.gs.summary()` / `df.gs.plot()` work as soon as gsexplore is imported."""
+    try:
+        import_module("gsexplore.accessor")
+    except ImportError:  # pandas missing: the rest of gsexplore still works
+        pass
+
+
+_register_accessor()

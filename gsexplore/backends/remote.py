@@ -1,0 +1,477 @@
+"""`RemoteBackend`: the GradienteSur (vLLM, OpenAI-compatible) Chat Completions API over httpx.
+
+One pooled `httpx.Client` and one `httpx.AsyncClient` per backend (created on first
+use, closed with the backend); typed errors, retries with backoff, SSE streaming.
+The API key lives in one private auth object and is scrubbed from everything the
+server echoes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..completion import Completion, Messages
+from ..errors import APIConnectionError, APIError, APITimeoutError, AuthenticationError, ParamsError
+from ..params import Params
+from ._http import RetryPolicy, SSEDecoder, StreamAssembler, error_for_status, iter_sse_data, parse_json_body, scrub
+from .base import Backend, Delta, MessagesLike, merge_params, to_messages
+
+log = logging.getLogger("gsexplore.remote")
+
+DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
+DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
+KEY_ENV = "GS_API_KEY"
+
+MISSING_KEY_MESSAGE = (
+    f"no API key: set the {KEY_ENV} environment variable (or pass api_key=...). "
+    f"In a notebook: import getpass, os; os.environ[\"{KEY_ENV}\"] = getpass.getpass()"
+)
+
+Spelling = Literal["guided", "structured_outputs"]
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds `Authorization: Bearer <key>`; the key lives here and nowhere else."""
+
+    def __init__(self, key: str | None) -> None:
+        self.__key = key or None
+
+    @property
+    def secret(self) -> str | None:
+        return self.__key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.__key:
+            request.headers["Authorization"] = f"Bearer {self.__key}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "<BearerAuth ***>" if self.__key else "<BearerAuth none>"
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteBackend(Backend):
+    """The GradienteSur API (or any vLLM / OpenAI-compatible server) as a gsexplore backend.
+
+    >>> remote = RemoteBackend()                      # key from $GS_API_KEY
+    >>> remote.chat("Hola, cómo estás?", Params(max_tokens=200)).content  # doctest: +SKIP
+
+    A key is required unless `base_url` is on this machine (a `gsexplore serve`
+    started without keys). `guided_spelling="structured_outputs"` sends guided
+    constraints the way vLLM >= 0.11 expects them (0.12 ignores `guided_*`).
+    Retries (429, 5xx, connection errors) back off exponentially with jitter and
+    honour Retry-After; read timeouts and other 4xx are raised at once.
+    """
+
+    name = "remote"
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        model: str = DEFAULT_MODEL,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        max_concurrency: int = 16,
+        guided_spelling: Spelling = "guided",
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 20.0,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(KEY_ENV)
+        key = key.strip() if key else None
+        self.base_url = base_url.rstrip("/")
+        if not key and not _is_loopback(self.base_url):
+            raise AuthenticationError(MISSING_KEY_MESSAGE)
+        if guided_spelling not in ("guided", "structured_outputs"):
+            raise ParamsError(f"guided_spelling={guided_spelling!r} is not allowed: use 'guided' (vLLM <= 0.11) "
+                              "or 'structured_outputs' (vLLM >= 0.11)", field="guided_spelling", value=guided_spelling)
+        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ParamsError("max_concurrency must be >= 1, max_retries >= 0 and timeout > 0")
+        self._auth = _BearerAuth(key)
+        self.model = model
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_concurrency = int(max_concurrency)
+        self.guided_spelling: Spelling = guided_spelling
+        self.retry = RetryPolicy(max_retries=self.max_retries, base_s=backoff_s, max_backoff_s=max_backoff_s)
+        self._transport = transport
+        self._async_transport = async_transport if async_transport is not None else (
+            transport if isinstance(transport, httpx.AsyncBaseTransport) else None)
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        # one AsyncClient and semaphore per event loop (a notebook's loop, a sweep's thread, asyncio.run)
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                               tuple[httpx.AsyncClient, asyncio.Semaphore]] = \
+            weakref.WeakKeyDictionary()
+
+    # --- the public surface -------------------------------------------------
+    def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
+        """One request; all n choices in `.choices`. With `stream=True` it streams and measures ttft."""
+        p, msgs, body = self._prepare(messages, params, overrides)
+        if p.stream:
+            return _last(self._stream(p, msgs, body))
+        t0 = time.perf_counter()
+        resp = self._send("POST", "/chat/completions", body)
+        data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
+        return self._completion(data, p, msgs, time.perf_counter() - t0)
+
+    async def achat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
+        """Async twin of `chat`; at most `max_concurrency` requests in flight per backend."""
+        p, msgs, body = self._prepare(messages, params, overrides)
+        if p.stream:
+            last = None
+            async for last in self._astream(p, msgs, body):
+                pass
+            assert last is not None and last.completion is not None
+            return last.completion
+        client, sem = self._async_state()
+        async with sem:
+            t0 = time.perf_counter()
+            resp = await self._asend(client, "POST", "/chat/completions", body)
+            latency = time.perf_counter() - t0
+        data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
+        return self._completion(data, p, msgs, latency)
+
+    def stream(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Iterator[Delta]:
+        """Reasoning and content deltas as they arrive, then a "done" Delta with the Completion."""
+        p, msgs, body = self._prepare(messages, params, overrides, stream=True)
+        return self._stream(p, msgs, body)
+
+    def astream(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> AsyncIterator[Delta]:
+        """Async twin of `stream`."""
+        p, msgs, body = self._prepare(messages, params, overrides, stream=True)
+        return self._astream(p, msgs, body)
+
+    def models(self) -> list[str]:
+        """Ids of the models the server offers (GET {base_url}/models)."""
+        resp = self._send("GET", "/models", None)
+        data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
+        return [m.get("id") for m in data.get("data") or [] if isinstance(m, dict)]
+
+    async def amodels(self) -> list[str]:
+        """Async twin of `models`."""
+        client, _ = self._async_state()
+        resp = await self._asend(client, "GET", "/models", None)
+        data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
+        return [m.get("id") for m in data.get("data") or [] if isinstance(m, dict)]
+
+    def request_body(self, messages: MessagesLike, params: Params | None = None, *, stream: bool = False,
+                     **overrides: Any) -> dict[str, Any]:
+        """The JSON body this backend would POST (no key in it)."""
+        return self._prepare(messages, params, overrides, stream=stream)[2]
+
+    def to_code(self, messages: MessagesLike, params: Params | None = None, lang: str = "python",
+                **overrides: Any) -> str:
+        """A snippet that sends this request like the seed's examples; the key is read from $GS_API_KEY."""
+        body = scrub(self.request_body(messages, params, **overrides), self._secret)
+        url = f"{self.base_url}/chat/completions"
+        if lang == "python":
+            return (f"import os\nimport requests\n\nAPI_URL = {url!r}\n"
+                    f'headers = {{"Authorization": "Bearer " + os.environ["{KEY_ENV}"]}}\n\n'
+                    f"data = {_py_literal(body)}\n\n"
+                    "response = requests.post(API_URL, headers=headers, json=data)\nprint(response.json())\n")
+        if lang == "curl":
+            payload = json.dumps(body, ensure_ascii=False).replace("'", "'\\''")
+            return (f"curl -X POST {url} \\\n  -H \"Authorization: Bearer ${KEY_ENV}\" \\\n"
+                    f"  -H \"Content-Type: application/json\" \\\n  -d '{payload}'\n")
+        raise ParamsError(f"lang={lang!r} is not allowed: use 'python' or 'curl'", field="lang", value=lang)
+
+    def info(self) -> dict[str, Any]:
+        """Kind, model and settings (never the key)."""
+        return {"backend": self.name, "model": self.model, "base_url": self.base_url,
+                "guided_spelling": self.guided_spelling, "timeout": self.timeout,
+                "max_retries": self.max_retries, "max_concurrency": self.max_concurrency}
+
+    def close(self) -> None:
+        """Close the pooled clients (the async one on its own event loop)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        with self._lock:
+            states, self._async = list(self._async.items()), weakref.WeakKeyDictionary()
+        for loop, (aclient, _) in states:
+            if loop.is_closed():
+                continue  # a closed loop's connections are gone with it
+            if loop.is_running():
+                loop.call_soon_threadsafe(lambda c=aclient, lp=loop: lp.create_task(c.aclose()))
+            else:
+                try:
+                    loop.run_until_complete(aclient.aclose())
+                except RuntimeError:  # another loop runs in this thread
+                    pass
+
+    async def aclose(self) -> None:
+        """Close the pooled clients (awaiting the one of this event loop)."""
+        with self._lock:
+            state = self._async.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state[0].aclose()
+        self.close()
+
+    async def __aenter__(self) -> RemoteBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    # --- request building ---------------------------------------------------
+    @property
+    def _secret(self) -> str | None:
+        return self._auth.secret
+
+    def _prepare(self, messages: MessagesLike, params: Params | None, overrides: dict[str, Any],
+                 stream: bool = False) -> tuple[Params, Messages, dict[str, Any]]:
+        p = merge_params(params, overrides)
+        if stream and not p.stream:
+            p = p.replace(stream=True)  # validates stream-only rules (prompt_logprobs, beam search)
+        msgs = to_messages(messages)
+        req = p.to_request(self.guided_spelling)
+        req.pop("stream", None)
+        body: dict[str, Any] = {"model": p.model or self.model, "messages": msgs, **req}
+        body["model"] = p.model or self.model
+        if p.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True, **(req.get("stream_options") or {})}
+        return p, msgs, body
+
+    def _completion(self, data: dict[str, Any], p: Params, msgs: Messages, latency: float,
+                    ttft: float | None = None) -> Completion:
+        return Completion.from_response(data, backend=self.name, params=p, messages=msgs,
+                                        latency_s=latency, ttft_s=ttft)
+
+    # --- clients ------------------------------------------------------------
+    def _limits(self) -> httpx.Limits:
+        n = max(self.max_concurrency, 4)
+        return httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return dict(base_url=self.base_url, auth=self._auth, timeout=httpx.Timeout(self.timeout),
+                    limits=self._limits(), headers={"User-Agent": f"gsexplore/{__version__}"})
+
+    def _sync_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport, **self._client_kwargs())
+            return self._client
+
+    def _async_state(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """The AsyncClient and semaphore of the running event loop (a new loop gets new ones)."""
+        loop = asyncio.get_running_loop()
+        state = self._async.get(loop)
+        if state is None:
+            with self._lock:
+                state = self._async[loop] = (
+                    httpx.AsyncClient(transport=self._async_transport, **self._client_kwargs()),
+                    asyncio.Semaphore(self.max_concurrency))
+        return state
+
+    # --- sending with retries -------------------------------------------------
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, stream: bool = False) -> httpx.Response:
+        client = self._sync_client()
+        attempt = 0
+        while True:
+            try:
+                resp = client.send(client.build_request(method, path, json=body), stream=stream)
+            except httpx.TransportError as exc:
+                err = self._transport_error(exc)
+            else:
+                if resp.status_code < 400:
+                    return resp
+                try:
+                    content = resp.read()
+                finally:
+                    resp.close()
+                err = error_for_status(resp.status_code, content, resp.headers,
+                                       reason=resp.reason_phrase, secret=self._secret)
+            delay = self._next_delay(err, attempt, path)
+            time.sleep(delay)
+            attempt += 1
+
+    async def _asend(self, client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None,
+                     stream: bool = False) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                resp = await client.send(client.build_request(method, path, json=body), stream=stream)
+            except httpx.TransportError as exc:
+                err = self._transport_error(exc)
+            else:
+                if resp.status_code < 400:
+                    return resp
+                try:
+                    content = await resp.aread()
+                finally:
+                    await resp.aclose()
+                err = error_for_status(resp.status_code, content, resp.headers,
+                                       reason=resp.reason_phrase, secret=self._secret)
+            delay = self._next_delay(err, attempt, path)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _next_delay(self, err: APIError, attempt: int, path: str) -> float:
+        """Seconds before the next try, or raise `err` when it is not retried."""
+        if not self.retry.should_retry(err, attempt):
+            if attempt:
+                err.args = (f"{err.args[0]} (gave up after {attempt + 1} attempts)",)
+            err.attempts = attempt + 1  # type: ignore[attr-defined]
+            raise err
+        delay = self.retry.delay(err, attempt)
+        log.info("%s %s failed (%s: %s); retry %d of %d in %.2f s", "request", path, type(err).__name__,
+                 err.message, attempt + 1, self.retry.max_retries, delay)
+        return delay
+
+    def _transport_error(self, exc: httpx.TransportError) -> APIError:
+        detail = scrub(str(exc) or type(exc).__name__, self._secret)
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            err: APIError = APIConnectionError(
+                f"could not connect to {self.base_url} ({detail}): is the server running and base_url right?")
+        elif isinstance(exc, httpx.TimeoutException):
+            err = APITimeoutError(f"no answer from {self.base_url} within timeout={self.timeout:g} s "
+                                  f"({type(exc).__name__}); raise timeout= for long generations")
+        else:
+            err = APIConnectionError(f"the connection to {self.base_url} failed ({type(exc).__name__}: {detail})")
+        err.__cause__ = exc
+        return err
+
+    def _stream_error(self, exc: httpx.TransportError, asm: StreamAssembler) -> APIError:
+        where = "mid-stream" if asm.started else "before the first event"
+        if isinstance(exc, httpx.TimeoutException):
+            err: APIError = APITimeoutError(f"the stream from {self.base_url} stalled {where}: "
+                                            f"no data for timeout={self.timeout:g} s", request_id=asm.request_id)
+        else:
+            detail = scrub(str(exc) or type(exc).__name__, self._secret)
+            err = APIConnectionError(f"the connection to {self.base_url} dropped {where} ({detail})",
+                                     request_id=asm.request_id)
+        err.__cause__ = exc
+        return err
+
+    # --- streaming ------------------------------------------------------------
+    def _stream(self, p: Params, msgs: Messages, body: dict[str, Any]) -> Iterator[Delta]:
+        t0 = time.perf_counter()
+        resp = self._send("POST", "/chat/completions", body, stream=True)
+        asm = StreamAssembler(request_id=resp.headers.get("x-request-id"), secret=self._secret)
+        ttft = None
+        try:
+            if not _is_event_stream(resp):  # a server that ignored "stream": true
+                data = parse_json_body(resp.read(), resp.status_code, resp.headers, self._secret)
+                yield from self._whole(data, p, msgs, time.perf_counter() - t0)
+                return
+            try:
+                for data in iter_sse_data(resp.iter_lines()):
+                    for d in asm.feed(data):
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+                        yield d
+                    if asm.done:
+                        break
+            except httpx.TransportError as exc:
+                raise self._stream_error(exc, asm) from None
+        finally:
+            resp.close()
+        yield self._finish(asm, p, msgs, time.perf_counter() - t0, ttft)
+
+    async def _astream(self, p: Params, msgs: Messages, body: dict[str, Any]) -> AsyncIterator[Delta]:
+        client, sem = self._async_state()
+        async with sem:
+            t0 = time.perf_counter()
+            resp = await self._asend(client, "POST", "/chat/completions", body, stream=True)
+            asm = StreamAssembler(request_id=resp.headers.get("x-request-id"), secret=self._secret)
+            ttft = None
+            try:
+                if not _is_event_stream(resp):
+                    data = parse_json_body(await resp.aread(), resp.status_code, resp.headers, self._secret)
+                    for d in self._whole(data, p, msgs, time.perf_counter() - t0):
+                        yield d
+                    return
+                try:
+                    async for data in _aiter_sse_data(resp.aiter_lines()):
+                        for d in asm.feed(data):
+                            if ttft is None:
+                                ttft = time.perf_counter() - t0
+                            yield d
+                        if asm.done:
+                            break
+                except httpx.TransportError as exc:
+                    raise self._stream_error(exc, asm) from None
+            finally:
+                await resp.aclose()
+        yield self._finish(asm, p, msgs, time.perf_counter() - t0, ttft)
+
+    def _finish(self, asm: StreamAssembler, p: Params, msgs: Messages, latency: float,
+                ttft: float | None) -> Delta:
+        if not asm.done and not any(c.finish_reason for c in asm.choices.values()):
+            raise APIConnectionError(f"the stream from {self.base_url} ended before the answer was complete "
+                                     "(no finish_reason and no [DONE])", request_id=asm.request_id)
+        c = self._completion(asm.response(), p, msgs, latency, ttft)
+        return Delta("done", index=c.index, completion=c)
+
+    def _whole(self, data: dict[str, Any], p: Params, msgs: Messages, latency: float) -> Iterator[Delta]:
+        c = self._completion(data, p, msgs, latency, ttft=latency)
+        for ch in c.choices:
+            if ch.reasoning_content:
+                yield Delta("reasoning", ch.reasoning_content, ch.index)
+            if ch.content:
+                yield Delta("content", ch.content, ch.index)
+        yield Delta("done", index=c.index, completion=c)
+
+
+async def _aiter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Async twin of `iter_sse_data`."""
+    dec = SSEDecoder()
+    async for line in lines:
+        data = dec.line(line)
+        if data is not None:
+            yield data
+    data = dec.flush()
+    if data is not None:
+        yield data
+
+
+def _is_event_stream(resp: httpx.Response) -> bool:
+    ctype = resp.headers.get("content-type", "")
+    return "text/event-stream" in ctype or not ctype.startswith("application/json")
+
+
+def _last(deltas: Iterator[Delta]) -> Completion:
+    last = None
+    for last in deltas:
+        pass
+    assert last is not None and last.completion is not None
+    return last.completion
+
+
+def _py_literal(obj: Any) -> str:
+    """Python source for a JSON value."""
+    import pprint
+
+    return pprint.pformat(obj, indent=4, width=100, sort_dicts=False)

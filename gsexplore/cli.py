@@ -1,0 +1,367 @@
+"""The `gsexplore` command: serve, chat, models, sweep.
+
+    gsexplore serve --model demo                     # a GradienteSur-compatible server on 127.0.0.1:8000
+    gsexplore chat "Hola, ¿cómo estás?" --temperature 0.7
+    gsexplore chat --remote                          # the GradienteSur API ($GS_API_KEY)
+    gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB]
+    gsexplore sweep CONFIG.yaml
+
+Also runs as ``python -m gsexplore.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import GSExploreError
+
+
+def _out(*args: Any, **kw: Any) -> None:
+    print(*args, **kw, flush=True)
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# parameter flags, derived from Params (one edit adds a parameter everywhere)
+
+_SKIP_PARAMS = {"model", "stream", "extra_body"}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "y", "si", "sí", "on"):
+        return True
+    if low in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids, got {text!r}") from None
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a plain string (e.g. a guided_json schema given as text)
+
+
+def _add_param_flags(parser: argparse.ArgumentParser) -> None:
+    from .params import Params
+
+    group = parser.add_argument_group("generation parameters (see gsexplore.Params)")
+    for spec in Params.specs():
+        if spec.name in _SKIP_PARAMS:
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        kw: dict[str, Any] = {"dest": f"param_{spec.name}", "default": None, "help": spec.help_en,
+                              "metavar": spec.name.upper()}
+        if spec.kind == "float":
+            kw["type"] = float
+        elif spec.kind == "int":
+            kw["type"] = int
+        elif spec.kind == "bool":
+            kw.update(type=_bool, metavar="true|false")
+        elif spec.kind == "list[int]":
+            kw.update(type=_int_list, metavar="ID,ID")
+        elif spec.kind in ("list[str]", "str|list[str]"):
+            kw.update(action="append", metavar="TEXT", help=spec.help_en + " (repeat the flag for several)")
+        elif spec.kind == "json":
+            kw.update(type=_json_value, metavar="JSON")
+        group.add_argument(flag, **kw)
+    group.add_argument("--no-think", action="store_true",
+                       help="turn Qwen3's thinking off (chat_template_kwargs={'enable_thinking': false})")
+
+
+def _params_from_args(args: argparse.Namespace) -> Any:
+    from .params import Params
+
+    data: dict[str, Any] = {}
+    for spec in Params.specs():
+        value = getattr(args, f"param_{spec.name}", None)
+        if value is None:
+            continue
+        if spec.kind == "str|list[str]" and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        data[spec.name] = value
+    if getattr(args, "no_think", False):
+        data["chat_template_kwargs"] = {**(data.get("chat_template_kwargs") or {}), "enable_thinking": False}
+    return Params(**data)
+
+
+def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if getattr(args, "n_ctx", None) is not None:
+        kw["n_ctx"] = args.n_ctx
+    if getattr(args, "n_gpu_layers", None) is not None:
+        kw["n_gpu_layers"] = args.n_gpu_layers
+    return kw
+
+
+# --------------------------------------------------------------------------
+# serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import server
+
+    keys = server.load_keys(args.api_key_file)
+    server.check_binding(args.host, keys)
+    server.serve(
+        args.model, filename=args.filename, host=args.host, port=args.port, api_keys=keys,
+        instances=args.instances, served_model_names=args.served_model_name,
+        max_tokens_cap=args.max_tokens_cap, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+        artificial_latency_s=args.artificial_latency_ms / 1000.0, backend_kwargs=_local_kwargs(args),
+        log_level=args.log_level,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------
+# chat
+
+
+def _chat_backend(args: argparse.Namespace) -> Any:
+    if args.remote or args.base_url:
+        from .backends.remote import DEFAULT_BASE_URL, DEFAULT_MODEL, RemoteBackend
+
+        return RemoteBackend(args.base_url or DEFAULT_BASE_URL, model=args.model or DEFAULT_MODEL,
+                             timeout=args.timeout)
+    from .backends.local import LocalBackend
+
+    return LocalBackend(args.model or "demo", args.filename, **_local_kwargs(args))
+
+
+def _print_stream(backend: Any, messages: list[dict[str, Any]], params: Any, stream: bool) -> Any:
+    dim, reset = ("\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    if not stream:
+        c = backend.chat(messages, params)
+        if c.reasoning_content:
+            _out(f"{dim}{c.reasoning_content.strip()}{reset}\n")
+        _out(c.content or "")
+        return c
+    in_reasoning = False
+    completion = None
+    for d in backend.stream(messages, params):
+        if d.kind == "done":
+            completion = d.completion
+        elif d.kind == "reasoning":
+            if not in_reasoning:
+                _out(dim, end="")
+                in_reasoning = True
+            _out(d.text, end="")
+        else:
+            if in_reasoning:
+                _out(reset + "\n", end="")
+                in_reasoning = False
+            _out(d.text, end="")
+    if in_reasoning:
+        _out(reset, end="")
+    _out()
+    return completion
+
+
+def _summary(c: Any) -> str:
+    u = c.usage
+    parts = [f"finish_reason={c.finish_reason}"]
+    if u.completion_tokens is not None:
+        parts.append(f"{u.prompt_tokens} + {u.completion_tokens} tokens")
+    if c.latency_s is not None:
+        parts.append(f"{c.latency_s:.2f} s")
+    if c.tokens_per_s:
+        parts.append(f"{c.tokens_per_s:.1f} tok/s")
+    return "[" + ", ".join(parts) + "]"
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    params = _params_from_args(args)
+    prompt = " ".join(args.prompt) if args.prompt else None
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip()
+    backend = _chat_backend(args)
+    history: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
+    try:
+        if prompt:
+            c = _print_stream(backend, history + [{"role": "user", "content": prompt}], params, not args.no_stream)
+            if args.json:
+                _out(json.dumps(c.raw, ensure_ascii=False, indent=2))
+            elif not args.quiet:
+                _err(_summary(c))
+            return 0
+        _err("gsexplore chat: escribe tu mensaje (/reset borra la conversación, /salir o Ctrl-D termina)")
+        while True:
+            try:
+                line = input("> ").strip()
+            except EOFError:
+                _out()
+                return 0
+            if not line:
+                continue
+            if line in ("/salir", "/exit", "/quit"):
+                return 0
+            if line == "/reset":
+                history = history[:1] if args.system else []
+                continue
+            history.append({"role": "user", "content": line})
+            c = _print_stream(backend, history, params, not args.no_stream)
+            history.append({"role": "assistant", "content": c.content or ""})
+            if not args.quiet:
+                _err(_summary(c))
+    except KeyboardInterrupt:
+        _out()
+        return 130
+    finally:
+        backend.close()
+
+
+# --------------------------------------------------------------------------
+# models
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    rows = list_models()
+    if args.json:
+        _out(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        _out("no models yet: run `gsexplore models fetch`")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        extra = f" --filename {r['filename']}" if r.get("filename") else ""
+        _out(f"{r['name']:<{width}}  {r['size_mb']:>8.1f} MB  {r['source']:<11}  {r['path']}{extra}")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.model is None:
+        demo = models.demo_path()
+        _out(f"demo: {demo}")
+        tiny = models.tiny_qwen3()
+        _out(f"tiny-qwen3: {tiny}")
+        return 0
+    path = models.resolve(args.model, args.filename)
+    _out(f"{args.model}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# sweep (written in gsexplore/sweep_cli.py; imported only when used)
+
+
+def cmd_sweep(argv: Sequence[str]) -> int:
+    # >>> sweep: implemented by gsexplore.sweep_cli.main(argv) <<<
+    from .sweep_cli import main as sweep_main
+
+    return int(sweep_main(list(argv)) or 0)
+
+
+# --------------------------------------------------------------------------
+# the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `gsexplore` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="gsexplore", description="Explore how generation parameters change what a chat model says.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # serve
+    sp = sub.add_parser("serve", help="serve a local model with the GradienteSur (vLLM) Chat Completions API",
+                        description="A GradienteSur-compatible server over a local GGUF model.")
+    sp.add_argument("--model", required=True, help="a .gguf path, 'demo', 'tiny-qwen3' or a Hugging Face repo id")
+    sp.add_argument("--filename", help="glob selecting the GGUF inside a repo or folder (e.g. '*Q8_0.gguf')")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
+                    "other addresses need API keys)")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--api-key-file", help="file with one API key per line (keys also from "
+                    "$GSEXPLORE_SERVER_KEYS, comma-separated)")
+    sp.add_argument("--served-model-name", action="append",
+                    help="model name clients send (repeatable; default: the GGUF file's stem). "
+                         "E.g. --served-model-name Qwen/Qwen3-1.7B lets the GradienteSur examples run unchanged")
+    sp.add_argument("--instances", type=int, default=1, help="model instances loaded (parallel generations)")
+    sp.add_argument("--n-ctx", type=int, help="context length of each instance")
+    sp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
+    sp.add_argument("--max-tokens-cap", type=int, default=4096, help="largest max_tokens accepted "
+                    "(also used when a request sets none)")
+    sp.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a free instance")
+    sp.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    sp.add_argument("--artificial-latency-ms", type=float, default=0.0,
+                    help="sleep this long per request without holding the model (benchmarks)")
+    sp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sp.set_defaults(func=cmd_serve)
+
+    # chat
+    cp = sub.add_parser("chat", help="chat with a local model or the API from the terminal",
+                        description="One question (PROMPT or stdin) or an interactive conversation.")
+    cp.add_argument("prompt", nargs="*", help="the message; without it, an interactive conversation")
+    cp.add_argument("--model", help="local: a .gguf path, 'demo' (default), 'tiny-qwen3' or a repo id; "
+                    "remote: the model name (default Qwen/Qwen3-1.7B)")
+    cp.add_argument("--filename", help="glob selecting the GGUF inside a repo or folder")
+    cp.add_argument("--remote", action="store_true", help="use the GradienteSur API ($GS_API_KEY)")
+    cp.add_argument("--base-url", help="another OpenAI/vLLM-compatible server (implies --remote)")
+    cp.add_argument("--timeout", type=float, default=60.0)
+    cp.add_argument("--system", help="a system message")
+    cp.add_argument("--n-ctx", type=int)
+    cp.add_argument("--n-gpu-layers", type=int)
+    cp.add_argument("--no-stream", action="store_true", help="print the answer when it is complete")
+    cp.add_argument("--json", action="store_true", help="also print the raw response (one-shot only)")
+    cp.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    _add_param_flags(cp)
+    cp.set_defaults(func=cmd_chat)
+
+    # models
+    mp = sub.add_parser("models", help="list or fetch models")
+    msub = mp.add_subparsers(dest="models_command", metavar="ACTION")
+    lp = msub.add_parser("list", help="models available without downloading")
+    lp.add_argument("--json", action="store_true")
+    lp.set_defaults(func=cmd_models_list)
+    fp = msub.add_parser("fetch", help="fetch the demo model and build tiny-qwen3 (default), or fetch one model")
+    fp.add_argument("model", nargs="?", help="'demo', 'tiny-qwen3' or a Hugging Face repo id")
+    fp.add_argument("--filename", help="glob selecting the GGUF in the repo (e.g. '*Q4_K_M.gguf')")
+    fp.set_defaults(func=cmd_models_fetch)
+    mp.set_defaults(func=lambda a: (mp.print_help(), 0)[1])
+
+    # sweep: parsed by gsexplore.sweep_cli; listed here for --help
+    sub.add_parser("sweep", help="run a parameter sweep from a YAML config (gsexplore sweep CONFIG.yaml)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gsexplore` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "sweep":
+            return cmd_sweep(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        return int(args.func(args) or 0)
+    except GSExploreError as e:
+        _err(f"gsexplore: error: {e}")
+        return 2 if isinstance(e, ValueError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Metrics of sweep outputs: per row, per group (a cell across its repeats), and summaries.
+
+Words are ``\\w+`` runs of the casefolded text (accents kept, punctuation dropped).
+
+Per row
+    n_chars, n_words, n_tokens (= completion_tokens),
+    repetition_rate: 1 - unique/total over the row's word 3-grams, i.e. the share of
+        3-grams that repeat an earlier one (0 with fewer than 3 words),
+    exact_match: normalised content == normalised expected (casefold, accents and
+        punctuation stripped, spaces collapsed); any of them when expected is a list,
+    contains_expected: the normalised expected appears in the normalised content as
+        whole words,
+    is_error: 1 for a failed request.
+Per group (all successful outputs of one ``cell_id``: its repeats and choices)
+    distinct_1 / distinct_2: unique word n-grams over all word n-grams of the
+        group's outputs (n-grams do not cross outputs; 1 = nothing repeats),
+    pairwise_similarity: mean Jaccard similarity of the word sets of every pair of
+        outputs (1 = all the same words, 0 = nothing shared; NaN with one output),
+    validity_rate: share of guided outputs that satisfy their constraint,
+    n_outputs.
+Text metrics are NaN on error rows.
+
+`summarize` (also ``df.gs.summary``) gives the mean and a 95% interval per group:
+mean ± t(0.975, n-1)·s/√n, with Student's t from a table (n ≤ 31) and
+interpolated in 1/df beyond it (it tends to the normal 1.96), clipped to [0, 1]
+for rates. Group metrics count once per cell, row metrics once per row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
+           "distinct_n", "pairwise_similarity", "row_metrics", "group_metrics", "add_metrics",
+           "mean_ci", "summarize", "varied_params"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's level ("row" or "group") and its labels."""
+
+    level: str
+    en: str
+    es: str
+    bounds: tuple[float, float] | None = None  # the metric's range: intervals are clipped to it
+
+    def label(self, lang: str = "en") -> str:
+        return self.es if lang == "es" else self.en
+
+
+METRICS: dict[str, Metric] = {
+    "n_chars": Metric("row", "characters", "caracteres"),
+    "n_words": Metric("row", "words", "palabras"),
+    "n_tokens": Metric("row", "completion tokens", "tokens generados"),
+    "repetition_rate": Metric("row", "repetition rate (3-grams)", "tasa de repetición (3-gramas)", (0.0, 1.0)),
+    "exact_match": Metric("row", "exact match", "coincidencia exacta", (0.0, 1.0)),
+    "contains_expected": Metric("row", "contains the expected answer", "contiene la respuesta esperada", (0.0, 1.0)),
+    "is_error": Metric("row", "error rate", "tasa de errores", (0.0, 1.0)),
+    "distinct_1": Metric("group", "distinct-1", "distinct-1 (palabras únicas)", (0.0, 1.0)),
+    "distinct_2": Metric("group", "distinct-2", "distinct-2 (bigramas únicos)", (0.0, 1.0)),
+    "pairwise_similarity": Metric("group", "pairwise similarity (Jaccard)", "similitud entre respuestas (Jaccard)", (0.0, 1.0)),
+    "validity_rate": Metric("group", "validity rate", "tasa de validez", (0.0, 1.0)),
+    "n_outputs": Metric("group", "outputs per cell", "respuestas por celda"),
+}
+#: Columns of a sweep that summaries and plots treat like metrics (they are per row already).
+MEASURES: dict[str, Metric] = {
+    "latency_s": Metric("row", "latency (s)", "latencia (s)"),
+    "tokens_per_s": Metric("row", "tokens per second", "tokens por segundo"),
+    "completion_tokens": Metric("row", "completion tokens", "tokens generados"),
+    "prompt_tokens": Metric("row", "prompt tokens", "tokens del prompt"),
+    "reasoning_tokens": Metric("row", "reasoning tokens", "tokens de razonamiento"),
+}
+
+
+# --------------------------------------------------------------------------
+# text helpers
+
+
+def normalize(text: str | None) -> str:
+    """Casefold, strip accents and punctuation, collapse whitespace ("¡Santiago!" -> "santiago")."""
+    if not text:
+        return ""
+    t = unicodedata.normalize("NFKD", text.casefold())
+    t = "".join(ch for ch in t if not unicodedata.combining(ch))
+    t = "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in t)
+    return " ".join(t.split())
+
+
+def words(text: str | None) -> list[str]:
+    """The casefolded words of a text."""
+    return _WORD.findall(text.casefold()) if text else []
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """The n-grams of a token list."""
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def repetition_rate(text: str | None, n: int = 3) -> float:
+    """Share of the word n-grams that repeat an earlier one (1 - unique/total); 0 when too short."""
+    grams = ngrams(words(text), n)
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def _expected_list(expected: Any) -> list[str] | None:
+    if expected is None or (isinstance(expected, float) and math.isnan(expected)):
+        return None
+    if isinstance(expected, (list, tuple)):
+        return [str(e) for e in expected]
+    s = str(expected)
+    if s.startswith("["):
+        try:
+            v = json.loads(s)
+            if isinstance(v, list):
+                return [str(e) for e in v]
+        except json.JSONDecodeError:
+            pass
+    return [s]
+
+
+def exact_match(content: str | None, expected: Any) -> bool | None:
+    """Normalised equality with the expected answer (any of a list); None without one."""
+    exp = _expected_list(expected)
+    if exp is None:
+        return None
+    c = normalize(content)
+    return any(c == normalize(e) for e in exp)
+
+
+def contains(content: str | None, expected: Any) -> bool | None:
+    """Whether the normalised expected answer appears as whole words in the content; None without one."""
+    exp = _expected_list(expected)
+    if exp is None:
+        return None
+    c = f" {normalize(content)} "
+    return any(normalize(e) and f" {normalize(e)} " in c for e in exp)
+
+
+def distinct_n(texts: Iterable[str | None], n: int) -> float:
+    """Unique word n-grams over all word n-grams across texts (NaN when there are none)."""
+    total = 0
+    seen: set[tuple[str, ...]] = set()
+    for t in texts:
+        g = ngrams(words(t), n)
+        total += len(g)
+        seen.update(g)
+    return len(seen) / total if total else float("nan")
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def pairwise_similarity(texts: Sequence[str | None]) -> float:
+    """Mean Jaccard similarity of the word sets over every pair of texts (NaN with fewer than 2)."""
+    sets = [set(words(t)) for t in texts]
+    pairs = list(combinations(sets, 2))
+    if not pairs:
+        return float("nan")
+    return float(np.mean([jaccard(a, b) for a, b in pairs]))
+
+
+# --------------------------------------------------------------------------
+# DataFrames
+
+
+def _ok(df: pd.DataFrame) -> pd.Series:
+    if "error_type" in df.columns:
+        return df["error_type"].isna()
+    return pd.Series(True, index=df.index)
+
+
+def row_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """The per-row metrics of a sweep DataFrame (same index)."""
+    content = df["content"] if "content" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    ok = _ok(df) & content.notna()
+    expected = df["expected"] if "expected" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    out = pd.DataFrame(index=df.index)
+
+    def per_row(f: Any) -> list[Any]:
+        return [f(c) if o else np.nan for c, o in zip(content, ok)]
+
+    out["n_chars"] = pd.array(per_row(len), dtype="float64")
+    out["n_words"] = pd.array(per_row(lambda c: len(words(c))), dtype="float64")
+    if "completion_tokens" in df.columns:
+        out["n_tokens"] = pd.to_numeric(df["completion_tokens"], errors="coerce").astype("float64")
+    else:
+        out["n_tokens"] = np.nan
+    out["repetition_rate"] = pd.array(per_row(repetition_rate), dtype="float64")
+    em, ct = [], []
+    for c, e, o in zip(content, expected, ok):
+        m = exact_match(c, e) if o else None
+        em.append(np.nan if m is None else float(m))
+        m = contains(c, e) if o else None
+        ct.append(np.nan if m is None else float(m))
+    out["exact_match"] = pd.array(em, dtype="float64")
+    out["contains_expected"] = pd.array(ct, dtype="float64")
+    out["is_error"] = (~_ok(df)).astype("float64")
+    return out
+
+
+def group_metrics(df: pd.DataFrame, by: str | list[str] = "cell_id") -> pd.DataFrame:
+    """One row per group (default: per cell) with distinct_1/2, pairwise_similarity, validity_rate, n_outputs."""
+    keys = [by] if isinstance(by, str) else list(by)
+    if df.empty:
+        return pd.DataFrame(columns=keys + [k for k, m in METRICS.items() if m.level == "group"])
+    work = df.assign(_ok=_ok(df) & df["content"].notna())
+    records = []
+    for key, g in work.groupby(keys, sort=False, dropna=False):
+        texts = list(g.loc[g["_ok"], "content"])
+        valid = g["guided_valid"].dropna() if "guided_valid" in g.columns else pd.Series([], dtype=object)
+        rec = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        rec.update({
+            "distinct_1": distinct_n(texts, 1),
+            "distinct_2": distinct_n(texts, 2),
+            "pairwise_similarity": pairwise_similarity(texts),
+            "validity_rate": float(valid.astype(float).mean()) if len(valid) else np.nan,
+            "n_outputs": float(len(texts)),
+        })
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+
+
+def add_metrics(df: pd.DataFrame, by: str | list[str] = "cell_id") -> pd.DataFrame:
+    """A copy of df with the row metrics and the group metrics (broadcast to each row of the group)."""
+    rows = row_metrics(df)
+    out = df.drop(columns=[c for c in METRICS if c in df.columns]).join(rows)
+    keys = [by] if isinstance(by, str) else list(by)
+    if all(k in df.columns for k in keys) and len(df):
+        groups = group_metrics(df, keys)
+        out = out.merge(groups, on=keys, how="left", sort=False)
+        out.index = df.index
+    else:
+        for k, m in METRICS.items():
+            if m.level == "group":
+                out[k] = np.nan
+    out.attrs = dict(df.attrs)
+    return out
+
+
+# --------------------------------------------------------------------------
+# intervals and summaries
+
+# two-sided 95% critical values of Student's t, by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+        18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
+        26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t95(df: int) -> float:
+    """The 97.5% quantile of Student's t with df degrees of freedom (table, interpolated in 1/df)."""
+    if df < 1:
+        return float("nan")
+    if df in _T95:
+        return _T95[df]
+    if df > 120:
+        lo, hi, tlo, thi = 120, math.inf, _T95[120], 1.960
+    else:
+        keys = sorted(_T95)
+        lo = max(k for k in keys if k < df)
+        hi = min(k for k in keys if k > df)
+        tlo, thi = _T95[lo], _T95[hi]
+    # linear in 1/df between table points
+    x, xlo, xhi = 1 / df, 1 / lo, (0.0 if hi == math.inf else 1 / hi)
+    return thi + (tlo - thi) * (x - xhi) / (xlo - xhi)
+
+
+def mean_ci(values: Iterable[float]) -> tuple[int, float, float, float, float]:
+    """(n, mean, std, ci_low, ci_high): the t-based 95% interval of the mean; NaN bounds when n < 2."""
+    a = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
+    n = len(a)
+    if n == 0:
+        return 0, float("nan"), float("nan"), float("nan"), float("nan")
+    m = float(a.mean())
+    if n == 1:
+        return 1, m, float("nan"), float("nan"), float("nan")
+    s = float(a.std(ddof=1))
+    h = t95(n - 1) * s / math.sqrt(n)
+    return n, m, s, m - h, m + h
+
+
+def clip_interval(metric: str, lo: float, hi: float) -> tuple[float, float]:
+    """An interval clipped to the metric's range (rates stay within [0, 1])."""
+    m = METRICS.get(metric)
+    if m is None or m.bounds is None:
+        return lo, hi
+    a, b = m.bounds
+    return (lo if math.isnan(lo) else min(max(lo, a), b)), (hi if math.isnan(hi) else min(max(hi, a), b))
+
+
+def varied_params(df: pd.DataFrame) -> list[str]:
+    """The parameters a sweep varied (df.attrs["varied"], else the parameter columns with >1 value)."""
+    v = df.attrs.get("varied")
+    if v:
+        return [c for c in v if c in df.columns]
+    from .params import Params
+
+    out = []
+    for name in Params.names():
+        if name == "seed" or name not in df.columns:
+            continue
+        if df[name].astype(str).nunique(dropna=False) > 1:
+            out.append(name)
+    return out
+
+
+def default_metrics(df: pd.DataFrame) -> list[str]:
+    """The metrics worth summarising for this sweep (exact match only with expected answers, ...)."""
+    ms = ["n_words", "n_tokens", "repetition_rate", "distinct_1", "distinct_2", "pairwise_similarity"]
+    if "expected" in df.columns and df["expected"].notna().any():
+        ms += ["exact_match", "contains_expected"]
+    if "guided_valid" in df.columns and df["guided_valid"].notna().any():
+        ms.append("validity_rate")
+    if "error_type" in df.columns and df["error_type"].notna().any():
+        ms.append("is_error")
+    ms += [c for c in ("latency_s", "tokens_per_s") if c in df.columns]
+    return ms
+
+
+def default_by(df: pd.DataFrame) -> list[str]:
+    """Backend (when several) and the varied parameters."""
+    by = []
+    if "backend" in df.columns and df["backend"].nunique() > 1:
+        by.append("backend")
+    if "model" in df.columns and df["model"].nunique() > 1:
+        by.append("model")
+    by += varied_params(df)
+    return by or (["backend"] if "backend" in df.columns else [])
+
+
+def summarize(df: pd.DataFrame, by: str | list[str] | None = None, metrics: str | list[str] | None = None) -> pd.DataFrame:
+    """Tidy summary: one row per group and metric with n, mean, std, ci_low, ci_high (95%, t-based)."""
+    by = default_by(df) if by is None else ([by] if isinstance(by, str) else list(by))
+    metrics = default_metrics(df) if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
+    missing = [m for m in metrics if m not in df.columns]
+    if any(m in METRICS for m in missing):
+        df = add_metrics(df)
+    unknown = [m for m in metrics if m not in df.columns]
+    if unknown:
+        raise KeyError(f"unknown metric or column {unknown}; metrics: {', '.join(METRICS)}")
+    records = []
+    for metric in metrics:
+        data = df
+        if METRICS.get(metric, MEASURES.get(metric, Metric("row", "", ""))).level == "group" \
+                and "cell_id" in df.columns:
+            data = df.drop_duplicates("cell_id")  # a group metric counts once per cell
+        groups = data.groupby(by, sort=True, dropna=False) if by else [((), data)]
+        for key, g in groups:
+            n, m, s, lo, hi = mean_ci(pd.to_numeric(g[metric], errors="coerce"))
+            lo, hi = clip_interval(metric, lo, hi)
+            rec = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+            rec.update({"metric": metric, "n": n, "mean": m, "std": s, "ci_low": lo, "ci_high": hi})
+            records.append(rec)
+    out = pd.DataFrame.from_records(records, columns=by + ["metric", "n", "mean", "std", "ci_low", "ci_high"])
+    out.attrs = {}
+    return out

@@ -1,0 +1,193 @@
+"""BackendPanel: connect to the API (remote) or load a model (local), and show what it is.
+
+The API key is typed in a password field and taken out of it at once: the panel
+keeps it in a private attribute until Connect, then hands it to the backend and
+forgets it. The widget's value is emptied, so no saved widget state (notebook
+metadata) can ever hold the key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import ipywidgets as W
+import traitlets
+
+from ..backends.base import Backend
+from ._util import Panel, error_html, esc, start_thread, t
+
+__all__ = ["BackendPanel"]
+
+DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
+DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
+
+_SOURCES = {
+    "demo": ("demo: SmolLM2-135M (sin internet, CPU)", "demo: SmolLM2-135M (offline, CPU)"),
+    "tiny-qwen3": ("tiny-qwen3: Qwen3 diminuto de pesos aleatorios (pruebas)",
+                   "tiny-qwen3: tiny random-weight Qwen3 (tests)"),
+    "path": ("archivo GGUF", "GGUF file"),
+    "hf": ("repositorio de Hugging Face", "Hugging Face repository"),
+}
+
+
+class BackendPanel(Panel):
+    """Choose and connect a backend; `.backend` is the connected one (observers fire on change)."""
+
+    backend = traitlets.Instance(Backend, allow_none=True)
+
+    def __init__(self, backend: Backend | None = None, lang: str = "es", mode: str | None = None) -> None:
+        super().__init__(backend=backend)
+        self.lang = lang
+        es = lang == "es"
+        self.last_error: BaseException | None = None
+        self.__key: str | None = None  # the typed key, until Connect hands it to the backend
+        self._thread: threading.Thread | None = None
+        self.mode = W.ToggleButtons(options=[("Remoto (API)" if es else "Remote (API)", "remote"),
+                                             ("Local (llama.cpp)", "local")],
+                                    value=mode or ("remote" if _is_remote(backend) else "local"))
+        # remote
+        self.url = W.Text(value=DEFAULT_BASE_URL, description="URL", layout=W.Layout(width="100%"))
+        self.api_key = W.Password(value="", description="API key", continuous_update=False,
+                                  placeholder="vacío: se usa $GS_API_KEY" if es else "empty: $GS_API_KEY is used",
+                                  layout=W.Layout(width="100%"))
+        self.api_key.add_class("gs-api-key")
+        self.key_status = W.HTML("")
+        self.model = W.Text(value=DEFAULT_MODEL, description="model" if not es else "modelo")
+        self.spelling = W.Dropdown(options=[("guided_* (vLLM ≤ 0.11)", "guided"),
+                                            ("structured_outputs (vLLM ≥ 0.11)", "structured_outputs")],
+                                   value="guided", description="guiado" if es else "guided",
+                                   tooltip=("vLLM 0.12 ignora guided_*: usá structured_outputs con servidores nuevos."
+                                            if es else "vLLM 0.12 ignores guided_*: use structured_outputs on new servers."))
+        remote_box = W.VBox([self.url, self.api_key, self.key_status, self.model, self.spelling])
+        # local
+        self.source = W.Dropdown(options=[(v[0] if es else v[1], k) for k, v in _SOURCES.items()],
+                                 value="demo", description="modelo" if es else "model",
+                                 layout=W.Layout(width="100%"))
+        self.path = W.Text(placeholder="/ruta/al/modelo.gguf", description="GGUF", layout=W.Layout(width="100%"))
+        self.repo = W.Text(placeholder="Qwen/Qwen3-1.7B-GGUF", description="repo", layout=W.Layout(width="100%"))
+        self.filename = W.Text(placeholder="*Q8_0.gguf", description="archivo" if es else "file",
+                               layout=W.Layout(width="100%"))
+        self.n_gpu_layers = W.IntText(value=0, description="n_gpu_layers",
+                                      tooltip=("Capas en la GPU: 0 = solo CPU, -1 = todas."
+                                               if es else "Layers on the GPU: 0 = CPU only, -1 = all."))
+        self.n_ctx = W.IntText(value=4096, description="n_ctx",
+                               tooltip="Contexto en tokens (prompt + respuesta)." if es
+                               else "Context length in tokens (prompt + answer).")
+        self.local_extra = W.Stack([W.VBox([]), W.VBox([]), W.VBox([self.path]),
+                                    W.VBox([self.repo, self.filename])], selected_index=0)
+        local_box = W.VBox([self.source, self.local_extra, W.HBox([self.n_gpu_layers, self.n_ctx])])
+        self.forms = W.Stack([remote_box, local_box], selected_index=0 if self.mode.value == "remote" else 1)
+        self.connect_button = W.Button(description=t("connect", lang), button_style="primary", icon="plug")
+        self.connect_button.add_class("gs-connect")
+        self.status = W.HTML("")
+        self.info = W.HTML("")
+        self.widget = W.VBox([self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.info])
+        self.widget.add_class("gs-backend-panel")
+
+        self.mode.observe(self._on_mode, "value")
+        self.source.observe(lambda c: setattr(self.local_extra, "selected_index", list(_SOURCES).index(c["new"])),
+                            "value")
+        self.api_key.observe(self._take_key, "value")
+        self.connect_button.on_click(lambda _b: self.connect(wait=False))
+        self.observe(lambda c: self._show_info(), names="backend")
+        self._on_mode({"new": self.mode.value})
+        self._show_info()
+
+    # --- public surface ---------------------------------------------------------------
+    def connect(self, wait: bool = True) -> Backend | threading.Thread | None:
+        """Create the backend from the form (in a thread unless wait): the Connect/Load button."""
+        if self._thread is not None and self._thread.is_alive():
+            return self._thread
+        key, self.__key = self.__key, None  # from here on the key lives only in the backend
+        self._key_note(False)
+        self.connect_button.disabled = True
+        self.status.value = f"<i>{esc(t('connecting' if self.mode.value == 'remote' else 'loading', self.lang))}</i>"
+        result: list[Any] = []
+
+        def work() -> None:
+            try:
+                result.append(self._create(key))
+            except Exception as e:  # shown in the panel; connect(wait=True) re-raises it
+                self.last_error = e
+                self.status.value = error_html(f"{type(e).__name__}: {e}")
+            else:
+                self.last_error = None
+                self.status.value = '<span style="color:#2e7d32">✔</span>'
+                self.backend = result[0]
+            finally:
+                self.connect_button.disabled = False
+
+        if not wait:
+            self._thread = start_thread(work, "gsexplore-backend-connect")
+            return self._thread
+        work()
+        if self.last_error is not None:
+            raise self.last_error
+        return self.backend
+
+    def __repr__(self) -> str:
+        return f"BackendPanel(backend={self.backend!r})"
+
+    # --- internals ----------------------------------------------------------------------
+    def _create(self, key: str | None) -> Backend:
+        if self.mode.value == "remote":
+            from ..backends.remote import RemoteBackend
+
+            return RemoteBackend(base_url=self.url.value.strip() or DEFAULT_BASE_URL, api_key=key,
+                                 model=self.model.value.strip() or DEFAULT_MODEL,
+                                 guided_spelling=self.spelling.value)
+        from ..backends.local import LocalBackend
+
+        kw = {"n_gpu_layers": self.n_gpu_layers.value, "n_ctx": self.n_ctx.value}
+        src = self.source.value
+        if src == "demo":
+            return LocalBackend.demo(**kw)
+        if src == "tiny-qwen3":
+            return LocalBackend.tiny(**kw)
+        if src == "path":
+            return LocalBackend(self.path.value.strip(), **kw)
+        return LocalBackend(self.repo.value.strip(), filename=self.filename.value.strip() or None, **kw)
+
+    def _take_key(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self.__key = change["new"].strip() or None
+            self.api_key.value = ""  # never left in widget state
+            self._key_note(True)
+
+    def _key_note(self, held: bool) -> None:
+        es = self.lang == "es"
+        self.key_status.value = (
+            '<span style="color:#2e7d32;font-size:smaller">🔑 '
+            + ("clave recibida: queda solo en memoria hasta Conectar; no se guarda en el cuaderno"
+               if es else "key received: kept in memory only until Connect; never saved in the notebook")
+            + "</span>") if held else ""
+
+    def _on_mode(self, change: dict[str, Any]) -> None:
+        remote = change["new"] == "remote"
+        self.forms.selected_index = 0 if remote else 1
+        self.connect_button.description = t("connect" if remote else "load", self.lang)
+
+    def _show_info(self) -> None:
+        b = self.backend
+        if b is None:
+            self.info.value = ""
+            return
+        try:
+            info = b.info()
+        except Exception as e:  # info is for display only
+            info = {"backend": getattr(b, "name", "?"), "info_error": str(e)}
+        rows = "".join(f"<tr><td style='padding-right:1em'><b>{esc(str(k))}</b></td>"
+                       f"<td><code>{esc(_fmt(v))}</code></td></tr>" for k, v in info.items())
+        self.info.value = f'<table class="gs-backend-info" style="font-size:smaller">{rows}</table>'
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)
+
+
+def _is_remote(b: Backend | None) -> bool:
+    return b is not None and getattr(b, "name", "") == "remote"

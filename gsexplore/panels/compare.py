@@ -1,0 +1,189 @@
+"""Compare: pick cells of a sweep and read their outputs side by side.
+
+A cell is one setting on one prompt on one backend (its repeats share a
+``cell_id``). Each column of the comparison has one dropdown per thing the sweep
+varied (backend, prompt, each varied parameter), or a cell_id dropdown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import pandas as pd
+import traitlets
+
+from ..errors import ParamsError
+from ._util import Panel, esc, t
+
+__all__ = ["Compare"]
+
+_ANY = "__any__"
+
+
+def _key_columns(df: pd.DataFrame) -> list[str]:
+    from ..metrics import varied_params
+
+    keys = [c for c in ("backend", "model", "prompt") if c in df.columns and df[c].astype(str).nunique() > 1]
+    return keys + [c for c in varied_params(df) if c not in keys]
+
+
+def _label(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "(sin fijar)"
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+
+
+class Compare(Panel):
+    """Side-by-side outputs of `n` cells of a sweep DataFrame; `value` is the list of chosen cell ids."""
+
+    value = traitlets.List()
+
+    def __init__(self, df: pd.DataFrame, n: int = 2, by: Sequence[str] | None = None, lang: str = "es",
+                 max_rows: int = 10) -> None:
+        super().__init__(value=[])
+        if "content" not in df.columns:
+            raise ParamsError("Compare needs a sweep DataFrame (with a 'content' column)", field="df")
+        self.df = df.reset_index(drop=True)
+        self.lang = lang
+        self.max_rows = max_rows
+        if "cell_id" not in self.df.columns:
+            self.df["cell_id"] = self.df.groupby(list(by or _key_columns(self.df)) or ["content"],
+                                                 dropna=False, sort=False).ngroup().astype(str)
+        self.keys = list(by) if by is not None else _key_columns(self.df)
+        self.mode = W.ToggleButtons(options=[("por valores" if lang == "es" else "by values", "values"),
+                                             ("cell_id", "cell_id")], value="values")
+        self.slots: list[dict[str, W.Dropdown]] = []
+        columns = []
+        cells = list(dict.fromkeys(self.df["cell_id"]))
+        for i in range(n):
+            dds: dict[str, W.Dropdown] = {}
+            for k in self.keys:
+                values = list(dict.fromkeys(self.df[k].tolist()))
+                opts = [(_label(v)[:60], j) for j, v in enumerate(values)]
+                dd = W.Dropdown(options=opts, value=min(i, len(opts) - 1) if k == self.keys[-1] else 0,
+                                description=k, style={"description_width": "120px"}, layout=W.Layout(width="100%"))
+                dd._gs_values = values  # index -> value, so any value type works as an option
+                dd.observe(self._update, "value")
+                dds[k] = dd
+            cid = W.Dropdown(options=[(self._cell_label(c), c) for c in cells],
+                             value=cells[min(i, len(cells) - 1)], description="cell_id",
+                             style={"description_width": "120px"}, layout=W.Layout(width="100%"))
+            cid.observe(self._update, "value")
+            dds["cell_id"] = cid
+            self.slots.append(dds)
+            columns.append(W.VBox([W.HTML(f"<b>{esc(t('cell', lang))} {chr(65 + i)}</b>"), *dds.values()],
+                                  layout=W.Layout(flex="1 1 0", min_width="220px")))
+        self.pickers = W.HBox(columns, layout=W.Layout(flex_flow="row wrap"))
+        self.output = W.HTML("")
+        self.output.add_class("gs-compare")
+        self.widget = W.VBox([self.mode, self.pickers, self.output])
+        self.mode.observe(self._on_mode, "value")
+        self._on_mode({"new": self.mode.value})
+
+    # --- public surface ----------------------------------------------------------------------
+    def select(self, slot: int, **values: Any) -> None:
+        """Choose the cell of column `slot` by values (compare.select(1, temperature=1.2)) or cell_id=..."""
+        dds = self.slots[slot]
+        if "cell_id" in values:
+            self.mode.value = "cell_id"
+            dds["cell_id"].value = values.pop("cell_id")
+        for k, v in values.items():
+            if k not in self.keys:
+                raise KeyError(f"{k!r} is not a column to choose by; choose by: {', '.join(self.keys)}")
+            self.mode.value = "values"
+            vals = dds[k]._gs_values
+            match = [j for j, x in enumerate(vals) if x == v or _label(x) == _label(v)]
+            if not match:
+                raise KeyError(f"{k}={v!r} is not in the sweep; values: {[_label(x) for x in vals]}")
+            dds[k].value = match[0]
+
+    def rows(self, slot: int) -> pd.DataFrame:
+        """The rows of the cell chosen in column `slot`."""
+        return self._rows(self.slots[slot])
+
+    def __repr__(self) -> str:
+        return f"Compare(cells={self.value!r}, by={self.keys!r})"
+
+    # --- internals -------------------------------------------------------------------------------
+    def _cell_label(self, cid: str) -> str:
+        row = self.df.loc[self.df["cell_id"] == cid].iloc[0]
+        parts = [f"{k}={_label(row[k])}" for k in self.keys]
+        return (cid + (": " + ", ".join(parts) if parts else ""))[:90]
+
+    def _rows(self, dds: dict[str, W.Dropdown]) -> pd.DataFrame:
+        df = self.df
+        if self.mode.value == "cell_id":
+            return df[df["cell_id"] == dds["cell_id"].value]
+        mask = pd.Series(True, index=df.index)
+        for k in self.keys:
+            v = dds[k]._gs_values[dds[k].value]
+            col = df[k]
+            mask &= col.isna() if v is None or (isinstance(v, float) and v != v) else (col == v)
+        return df[mask]
+
+    def _on_mode(self, change: dict[str, Any]) -> None:
+        by_id = change["new"] == "cell_id"
+        for dds in self.slots:
+            for k, dd in dds.items():
+                dd.layout.display = ("" if by_id else "none") if k == "cell_id" else ("none" if by_id else "")
+        self._update()
+
+    def _update(self, change: Any = None) -> None:
+        es = self.lang == "es"
+        chosen = [self._rows(d) for d in self.slots]
+        self.value = [sorted(set(r["cell_id"])) for r in chosen]
+        head = []
+        for i, r in enumerate(chosen):
+            if len(r):
+                first = r.iloc[0]
+                desc = ", ".join(f"{k}={_label(first[k])}" for k in self.keys) or str(first["cell_id"])
+            else:
+                desc = "—"
+            head.append(f"<th style='text-align:left;vertical-align:top'>{esc(t('cell', self.lang))} "
+                        f"{chr(65 + i)}<br><span style='font-weight:normal;font-size:smaller'>{esc(desc)}</span></th>")
+        n = max((len(r) for r in chosen), default=0)
+        body = []
+        for j in range(min(n, self.max_rows)):
+            cells = []
+            for r in chosen:
+                if j >= len(r):
+                    cells.append("<td></td>")
+                    continue
+                row = r.iloc[j]
+                cells.append("<td style='vertical-align:top;border-top:1px solid #ddd;padding:4px'>"
+                             + self._render(row) + "</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        if not n:
+            body.append(f"<tr><td colspan='{len(chosen)}'><i>"
+                        + ("ninguna fila con esos valores" if es else "no row with those values") + "</i></td></tr>")
+        self.output.value = ("<table style='width:100%;table-layout:fixed;border-collapse:collapse'>"
+                             "<tr>" + "".join(head) + "</tr>" + "".join(body) + "</table>")
+
+    def _render(self, row: pd.Series) -> str:
+        es = self.lang == "es"
+        parts = []
+        meta = []
+        if "repeat" in row.index:
+            meta.append(f"#{row['repeat']}")
+        for c in ("finish_reason", "completion_tokens", "seed"):
+            if c in row.index and _present(row[c]):
+                meta.append(f"{c}: {row[c]}")
+        if "error_type" in row.index and _present(row["error_type"]):
+            parts.append(f"<div style='color:#c62828'>{esc(str(row['error_type']))}: "
+                         f"{esc(str(row.get('error_message', '')))}</div>")
+        reasoning = row.get("reasoning_content")
+        if _present(reasoning) and reasoning:
+            parts.append(f"<details><summary>{esc(t('reasoning', self.lang))}</summary>"
+                         f"<div style='white-space:pre-wrap;color:#555'>{esc(str(reasoning))}</div></details>")
+        content = row.get("content")
+        parts.append("<div style='white-space:pre-wrap'>"
+                     + (esc(str(content)) if _present(content) else "<i>" + ("(vacío)" if es else "(empty)") + "</i>")
+                     + "</div>")
+        return (f"<div style='color:#888;font-size:smaller'>{esc(' · '.join(meta))}</div>" + "".join(parts))
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and v != v) and v is not pd.NA

@@ -1,0 +1,263 @@
+"""NextTokenExplorer: how temperature, top_k, top_p, min_p and repetition_penalty reshape the next token.
+
+The model's distribution for the first token of the answer is computed once
+(local: the full logits; remote: the 20 most likely tokens from a one-token
+request with top_logprobs=20); every slider move recomputes vLLM's pipeline with
+`gsexplore.sampling.stages` and shows which tokens survive each stage and with what
+probability they are then drawn. Labels are in Spanish by default: it is for class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import traitlets
+
+from .. import sampling
+from ..backends.base import Backend, MessagesLike, to_messages
+from ..params import Params
+from ._util import Panel, error_html, esc, figure_png, t
+from .params_panel import value_widget
+
+__all__ = ["NextTokenExplorer", "KNOBS"]
+
+#: The knobs the explorer teaches, in vLLM's order of application.
+KNOBS = ("repetition_penalty", "temperature", "min_p", "top_k", "top_p")
+_STAGE_OF = {"repetition_penalty": "penalties", "temperature": "temperature", "min_p": "min_p",
+             "top_k": "top_k", "top_p": "top_p"}
+_STAGE_LABEL = {"penalties": ("penalización", "penalty"), "temperature": ("temperatura", "temperature"),
+                "min_p": ("min_p", "min_p"), "top_k": ("top_k", "top_k"), "top_p": ("top_p", "top_p")}
+_REMOTE_TOP = 20  # vLLM's maximum top_logprobs
+
+
+def show_token(s: str) -> str:
+    """A token made visible: spaces as ␣, newlines and tabs escaped."""
+    return s.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "∅"
+
+
+class NextTokenExplorer(Panel):
+    """Bars of the next-token distribution before and after each sampling knob.
+
+    `value` is the Params of the knobs; `.stages` the `sampling.stages` result,
+    `.survivors` the tokens that can still be drawn with their probabilities.
+    """
+
+    value = traitlets.Instance(Params)
+
+    def __init__(self, backend: Backend, prompt: MessagesLike, top_n: int = 15, lang: str = "es",
+                 params: Params | None = None, base: Params | None = None) -> None:
+        super().__init__(value=Params())
+        self.backend = backend
+        self.lang = lang
+        self.remote = getattr(backend, "name", "") != "local" or not hasattr(backend, "next_token_logits")
+        self.base = base if base is not None else self._default_base()
+        start = params.set_fields() if params is not None else {}
+        self.sliders: dict[str, W.Widget] = {}
+        for name in KNOBS:
+            spec = Params.spec(name)
+            w = value_widget(spec, lang)
+            w.value = start.get(name, spec.server_default)
+            w.observe(self._recompute, "value")
+            self.sliders[name] = w
+        if self.remote:
+            rp = self.sliders["repetition_penalty"]
+            rp.disabled = True
+            rp.tooltip = ("Con un backend remoto no hay logits completos ni ids del prompt: la penalización "
+                          "por repetición no se puede calcular aquí." if lang == "es" else
+                          "A remote backend gives no full logits nor prompt ids: the repetition penalty "
+                          "cannot be computed here.")
+        self.top_n = W.IntSlider(value=top_n, min=3, max=40, description="top N" if lang != "es" else "mostrar N",
+                                 continuous_update=False, style={"description_width": "140px"})
+        self.top_n.observe(self._recompute, "value")
+        self.prompt = W.Text(value=prompt if isinstance(prompt, str) else "", description="prompt",
+                             continuous_update=False, layout=W.Layout(width="100%"),
+                             style={"description_width": "140px"})
+        self.prompt.add_class("gs-next-prompt")
+        self._messages = to_messages(prompt)
+        self.prompt.observe(self._on_prompt, "value")
+        self.summary = W.HTML("")
+        self.summary.add_class("gs-next-summary")
+        self.table = W.HTML("")
+        self.table.add_class("gs-next-table")
+        self.image = W.Image(format="png")
+        self.message = W.HTML("")
+        note = ("Distribución del primer token de la respuesta. Cada perilla se aplica en el orden de vLLM: "
+                "penalización → temperatura → min_p → top_k → top_p." if lang == "es" else
+                "Distribution of the answer's first token. The knobs apply in vLLM's order: "
+                "penalty → temperature → min_p → top_k → top_p.")
+        if self.remote:
+            note += (f" (remoto: solo los {_REMOTE_TOP} tokens más probables)" if lang == "es"
+                     else f" (remote: only the {_REMOTE_TOP} most likely tokens)")
+        self.widget = W.VBox([self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
+                              *self.sliders.values(), self.top_n, self.message, self.summary,
+                              W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap"))])
+        self.widget.add_class("gs-next-token")
+        self.stages: list[sampling.Stage] = []
+        self.refresh()
+
+    # --- public surface ------------------------------------------------------------------
+    @property
+    def params(self) -> Params:
+        """The knobs as Params."""
+        return self.value
+
+    @property
+    def probs(self) -> np.ndarray:
+        """The final distribution the next token is drawn from (over `token_ids`)."""
+        return self.stages[-1].probs
+
+    @property
+    def survivors(self) -> list[tuple[str, float]]:
+        """(token, probability) of every token that can still be drawn, most likely first."""
+        p = self.probs
+        ids = np.flatnonzero(p > 0)
+        ids = ids[np.argsort(-p[ids], kind="stable")]
+        return [(self.token(int(i)), float(p[i])) for i in ids]
+
+    def set(self, **knobs: Any) -> None:
+        """Move knobs programmatically: explorer.set(temperature=0.5, top_k=10)."""
+        for name, v in knobs.items():
+            if name not in self.sliders:
+                raise KeyError(f"{name!r} is not a knob here; knobs: {', '.join(KNOBS)}")
+            self.sliders[name].value = v
+
+    def refresh(self) -> None:
+        """Ask the backend for the next-token distribution of the prompt again, then redraw."""
+        try:
+            self._fetch()
+        except Exception as e:  # shown in the panel; the explorer stays usable
+            self.message.value = error_html(f"{type(e).__name__}: {e}")
+            raise
+        self.message.value = ""
+        self._recompute()
+
+    def token(self, i: int) -> str:
+        """The text of token i (an index into `logits`)."""
+        s = self._names.get(i)
+        if s is None:
+            s = self._names[i] = self._decode(self._ids[i])
+        return s
+
+    def __repr__(self) -> str:
+        return f"NextTokenExplorer({self.backend!r}, {self.prompt.value!r}, {self.value!r})"
+
+    # --- model access ---------------------------------------------------------------------------
+    def _default_base(self) -> Params:
+        # Qwen3 would first write <think>: ask for the first token of the answer itself
+        return Params(chat_template_kwargs={"enable_thinking": False})
+
+    def _fetch(self) -> None:
+        msgs = self._messages
+        if not self.remote:
+            b: Any = self.backend
+            self.logits = np.asarray(b.next_token_logits(msgs, self.base), dtype=np.float64)
+            self._ids = np.arange(self.logits.size)
+            self.prompt_ids = list(b.prompt_token_ids(msgs, self.base))
+            self._names: dict[int, str] = {}
+            return
+        c = self.backend.chat(msgs, self.base.replace(max_tokens=1, logprobs=True, top_logprobs=_REMOTE_TOP,
+                                                       temperature=1.0))
+        entries = (c.logprobs or [{}])[0].get("top_logprobs") or []
+        if not entries:
+            raise RuntimeError("the server returned no top_logprobs")
+        self.logits = np.array([float(e["logprob"]) for e in entries], dtype=np.float64)
+        self._ids = np.arange(len(entries))
+        self._names = {i: str(e.get("token", "")) for i, e in enumerate(entries)}
+        self.prompt_ids = []
+
+    def _decode(self, tok: int) -> str:
+        b: Any = self.backend
+        for attr in ("token_str", "token_text"):
+            fn = getattr(b, attr, None)
+            if callable(fn):
+                return str(fn(int(tok)))
+        llama = getattr(b, "llama", None)
+        if llama is not None:
+            return llama.detokenize([int(tok)], special=True).decode("utf-8", errors="replace")
+        return str(tok)
+
+    # --- computing and drawing ---------------------------------------------------------------------
+    def _knobs(self) -> dict[str, Any]:
+        k = {name: w.value for name, w in self.sliders.items()}
+        if self.remote:
+            k["repetition_penalty"] = 1.0
+        return k
+
+    def _recompute(self, change: Any = None) -> None:
+        if not hasattr(self, "logits"):
+            return
+        k = self._knobs()
+        self.value = Params(**k)
+        self.stages = sampling.stages(self.logits, temperature=k["temperature"], top_k=k["top_k"],
+                                      top_p=k["top_p"], min_p=k["min_p"],
+                                      repetition_penalty=k["repetition_penalty"], prompt_ids=self.prompt_ids)
+        self._draw()
+
+    def _draw(self) -> None:
+        es = self.lang == "es"
+        raw = self.stages[0].probs
+        final = self.probs
+        n = min(int(self.top_n.value), raw.size)
+        top = np.argsort(-raw, kind="stable")[:n]
+        alive = int(np.isfinite(self.stages[-1].logits).sum())
+        best = int(np.argmax(final))
+        self.summary.value = (
+            f"<b>{alive:,}</b> " + ("de" if es else "of") + f" {raw.size:,} tokens "
+            + ("pueden salir" if es else "can be drawn") + " · "
+            + ("el más probable" if es else "most likely") + f": <code>{esc(show_token(self.token(best)))}</code>"
+            + f" (p = {final[best]:.3f})")
+        # table: one row per token, one column per stage that is active
+        by_name = {s.name: s for s in self.stages}
+        stage_cols = [s for s in ("penalties", "temperature", "min_p", "top_k", "top_p") if s in by_name]
+        head = ("<tr><th>token</th><th>p " + t("original", self.lang) + "</th>"
+                + "".join(f"<th>{esc(_STAGE_LABEL[s][0 if es else 1])}</th>" for s in stage_cols)
+                + "<th>p final</th></tr>")
+        rows = []
+        for i in top:
+            cells = [f"<td><code>{esc(show_token(self.token(int(i))))}</code></td>", f"<td>{raw[i]:.3f}</td>"]
+            gone = False
+            for s in stage_cols:
+                if np.isfinite(by_name[s].logits[i]):
+                    cells.append(f'<td style="text-align:center">{by_name[s].probs[i]:.3f}</td>')
+                elif not gone:  # the stage that removed it
+                    gone = True
+                    cells.append('<td style="text-align:center;color:#c62828" title="'
+                                 + esc(t("removed", self.lang)) + '">✗</td>')
+                else:
+                    cells.append('<td style="text-align:center;color:#bbb">—</td>')
+            fp = final[i]
+            cells.append(f'<td><b>{fp:.3f}</b></td>' if fp > 0 else '<td style="color:#c62828">0</td>')
+            rows.append(f'<tr style="{"" if fp > 0 else "color:#999"}">' + "".join(cells) + "</tr>")
+        self.table.value = ('<table class="gs-next-tokens" style="font-size:12px;border-collapse:collapse">'
+                            + head + "".join(rows) + "</table>")
+        self.image.value = self._figure(top, raw, final)
+
+    def _figure(self, top: np.ndarray, raw: np.ndarray, final: np.ndarray) -> bytes:
+        from matplotlib.figure import Figure
+
+        es = self.lang == "es"
+        labels = [show_token(self.token(int(i))) for i in top]
+        y = np.arange(len(top))[::-1]
+        fig = Figure(figsize=(6.0, 0.32 * len(top) + 1.2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.barh(y + 0.2, raw[top], height=0.4, color="#b0bec5", label=t("original", self.lang))
+        colors = ["#1976d2" if final[i] > 0 else "#ef9a9a" for i in top]
+        ax.barh(y - 0.2, final[top], height=0.4, color=colors, label=t("final", self.lang))
+        for yy, i in zip(y, top):
+            if final[i] == 0:
+                ax.text(0, yy - 0.2, " ✗ " + t("removed", self.lang), va="center", color="#c62828", fontsize=8)
+        ax.set_yticks(y, labels, fontsize=9)
+        ax.set_xlabel(t("prob", self.lang))
+        ax.set_xlim(0, max(1e-9, float(max(raw[top].max(), final[top].max()))) * 1.1)
+        ax.set_title("Distribución del próximo token" if es else "Next-token distribution")
+        ax.legend(loc="lower right", fontsize=8)
+        return figure_png(fig)
+
+    def _on_prompt(self, change: dict[str, Any]) -> None:
+        self._messages = to_messages(change["new"] or " ")
+        try:
+            self.refresh()
+        except Exception:  # noqa: BLE001 - already shown in the panel
+            pass

@@ -1,0 +1,356 @@
+"""ParamsPanel: every request parameter as a widget, generated from `Params.specs()`.
+
+Each parameter gets a "set" checkbox (unticked = not sent, the server's default
+applies, shown greyed out) and an input chosen by its kind. Every change is
+validated by `Params` itself; `.params` is always the last valid `Params` and the
+error of an invalid edit is shown in red until it is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import ipywidgets as W
+import traitlets
+
+from ..errors import ParamsError
+from ..params import GROUPS, Params, ParamSpec
+from ._util import Panel, error_html, esc, t
+
+__all__ = ["ParamsPanel", "value_widget", "parse_text", "format_text"]
+
+_FLOAT_LIMIT = 1e9
+_INT_LIMIT = 2**53 - 1  # what a JavaScript number holds exactly
+
+
+def _decimals(step: float | None) -> int:
+    if not step or step >= 1:
+        return 0
+    return max(0, -math.floor(math.log10(step) + 1e-9))
+
+
+def _start_value(spec: ParamSpec) -> Any:
+    """What an unset numeric input shows: the server default, else 0 or the top of the useful range."""
+    if spec.server_default is not None:
+        return spec.server_default
+    lo, hi = spec.ui_min, spec.ui_max
+    if lo is not None and hi is not None:
+        return 0 if lo <= 0 <= hi else hi
+    return spec.minimum if spec.minimum is not None else 0
+
+
+def value_widget(spec: ParamSpec, lang: str = "es", **kw: Any) -> W.Widget:
+    """A slider for a numeric parameter, over its useful (ui) range and step."""
+    cls = W.FloatSlider if spec.kind == "float" else W.IntSlider
+    args: dict[str, Any] = dict(min=spec.ui_min, max=spec.ui_max, step=spec.step or 1,
+                                value=_start_value(spec), description=spec.name,
+                                tooltip=spec.help(lang), continuous_update=False,
+                                style={"description_width": "140px"}, layout=W.Layout(width="420px"))
+    if spec.kind == "float":
+        args["readout_format"] = f".{_decimals(spec.step)}f"
+    args.update(kw)
+    w = cls(**args)
+    w.add_class(f"gs-slider-{spec.name}")
+    return w
+
+
+def parse_text(spec: ParamSpec, text: str) -> Any:
+    """The value typed in the text box of a json/list/str-or-list parameter (ParamsError if unreadable)."""
+    s = text.strip()
+    if spec.kind == "str|list[str]":
+        try:
+            v = json.loads(s)
+            if isinstance(v, (str, list)):
+                return v
+        except json.JSONDecodeError:
+            pass
+        return text
+    if spec.kind == "list[str]" and not s.startswith("["):
+        return [line for line in text.splitlines() if line.strip()]
+    if spec.kind == "list[int]" and s and not s.startswith("["):
+        s = f"[{s}]"
+    if not s:
+        raise ParamsError(f"{spec.name}: empty; write a JSON value or untick it", field=spec.name, value=text)
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError as e:
+        raise ParamsError(f"{spec.name}: invalid JSON: {e}", field=spec.name, value=text) from None
+
+
+def format_text(spec: ParamSpec, value: Any) -> str:
+    """How a value of a json/list/str-or-list parameter is written in its text box."""
+    if value is None:
+        return ""
+    if spec.kind == "str|list[str]" and isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):  # guided_json given as JSON text
+        return value
+    indent = 2 if isinstance(value, dict) and len(json.dumps(value)) > 60 else None
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+class _Control:
+    """The widgets of one parameter: the "set" checkbox and its input(s)."""
+
+    def __init__(self, spec: ParamSpec, lang: str, changed: Any) -> None:
+        self.spec = spec
+        self._changed = changed
+        self._sync = False
+        help_text = spec.help(lang)
+        self.set_box = W.Checkbox(value=False, description=spec.name, indent=False,
+                                  tooltip=f"{help_text}\n\n{t('set_tip', lang)}",
+                                  layout=W.Layout(width="220px"))
+        self.set_box.add_class(f"gs-set-{spec.name}")
+        self.slider: W.Widget | None = None
+        self.text: W.Widget | None = None
+        parts: list[W.Widget] = []
+        k = spec.kind
+        if k in ("float", "int"):
+            if spec.ui_min is not None and spec.ui_max is not None:
+                self.slider = value_widget(spec, lang, description="", layout=W.Layout(width="260px"))
+                parts.append(self.slider)
+            lo = spec.minimum if spec.minimum is not None else None
+            hi = spec.maximum if spec.maximum is not None else None
+            if k == "float":
+                self.text = W.BoundedFloatText(value=_start_value(spec), step=spec.step or 0.1,
+                                               min=-_FLOAT_LIMIT if lo is None else lo,
+                                               max=_FLOAT_LIMIT if hi is None else hi,
+                                               layout=W.Layout(width="100px"), tooltip=help_text)
+            else:
+                self.text = W.BoundedIntText(value=_start_value(spec), step=int(spec.step or 1),
+                                             min=-_INT_LIMIT if lo is None else int(lo),
+                                             max=_INT_LIMIT if hi is None else int(hi),
+                                             layout=W.Layout(width="100px"), tooltip=help_text)
+            parts.append(self.text)
+            self.input = self.text
+        elif k == "bool":
+            self.input = W.Checkbox(value=bool(spec.server_default), description="", indent=False,
+                                    tooltip=help_text, layout=W.Layout(width="40px"))
+            parts.append(self.input)
+        elif k == "str" and spec.choices:
+            self.input = W.Dropdown(options=list(spec.choices), tooltip=help_text)
+            parts.append(self.input)
+        elif k == "str":
+            self.input = W.Text(value="", continuous_update=True, tooltip=help_text,
+                                layout=W.Layout(width="360px"))
+            parts.append(self.input)
+        else:  # json, list[...], str|list[str]: typed as text, parsed on every change
+            rows = 3 if k == "json" else 1
+            self.input = W.Textarea(value="", rows=rows, continuous_update=True, tooltip=help_text,
+                                    placeholder=_placeholder(k), layout=W.Layout(width="360px"))
+            parts.append(self.input)
+        self.input.add_class(f"gs-input-{spec.name}")
+        default = spec.server_default
+        shown = t("server_decides", lang) if default is None else json.dumps(default)
+        self.default_label = W.HTML(
+            f'<span style="color:#888;font-size:smaller" title="{esc(help_text)}">'
+            f'ⓘ {t("default", lang)}: {esc(shown)}</span>')
+        self.row = W.HBox([self.set_box, *parts, self.default_label],
+                          layout=W.Layout(align_items="center"))
+        self.row.add_class(f"gs-param-{spec.name}")
+        self.set_box.observe(self._on_set, "value")
+        if self.slider is not None:
+            self.slider.observe(self._on_slider, "value")
+        self.input.observe(self._on_input, "value")
+        self._show_default()
+        self._enable(False)
+
+    # --- reading and writing ------------------------------------------------
+    @property
+    def is_set(self) -> bool:
+        return bool(self.set_box.value)
+
+    def read(self) -> Any:
+        """The value to send (ParamsError when the text cannot be read)."""
+        k = self.spec.kind
+        v = self.input.value
+        if k in ("float", "int", "bool", "str"):
+            return v
+        return parse_text(self.spec, v)
+
+    def load(self, value: Any) -> None:
+        """Show value as set, or None as unset (greyed out at the server default)."""
+        self._sync = True
+        try:
+            if value is None:
+                self.set_box.value = False
+                self._show_default()
+            else:
+                self.set_box.value = True
+                self._write(value)
+            self._enable(value is not None)
+        finally:
+            self._sync = False
+
+    def _write(self, value: Any) -> None:
+        if self.spec.kind in ("float", "int", "bool", "str"):
+            self.input.value = value
+            self._slider_follow()
+        else:
+            self.input.value = format_text(self.spec, value)
+
+    def _show_default(self) -> None:
+        k = self.spec.kind
+        if k in ("float", "int"):
+            self.input.value = _start_value(self.spec)
+            self._slider_follow()
+        elif k == "bool":
+            self.input.value = bool(self.spec.server_default)
+
+    def _slider_follow(self) -> None:
+        if self.slider is None:
+            return
+        v = self.input.value
+        was, self._sync = self._sync, True
+        try:
+            self.slider.value = min(max(v, self.slider.min), self.slider.max)
+        finally:
+            self._sync = was
+
+    def _enable(self, on: bool) -> None:
+        for w in (self.slider, self.input):
+            if w is not None:
+                w.disabled = not on
+
+    # --- events ---------------------------------------------------------------
+    def _on_set(self, change: dict[str, Any]) -> None:
+        if self._sync:
+            return
+        self._enable(change["new"])
+        if not change["new"]:
+            self._sync = True
+            try:
+                self._show_default()
+            finally:
+                self._sync = False
+        self._changed()
+
+    def _on_slider(self, change: dict[str, Any]) -> None:
+        if self._sync:
+            return
+        self.input.value = change["new"]  # the text box holds the value; it fires _on_input
+
+    def _on_input(self, change: dict[str, Any]) -> None:
+        if self._sync:
+            return
+        self._slider_follow()
+        if not self.is_set:
+            self.set_box.value = True  # editing a value means sending it; fires _on_set
+            return
+        self._changed()
+
+
+def _placeholder(kind: str) -> str:
+    return {"json": '{"clave": "valor"}', "list[int]": "1, 2, 3", "list[str]": "una opción por línea",
+            "str|list[str]": 'texto  o  ["a", "b"]'}.get(kind, "")
+
+
+class ParamsPanel(Panel):
+    """Widgets for the parameters of the chosen groups; `.params` is always a valid Params.
+
+    >>> panel = ParamsPanel(Params(temperature=0.7), groups=("sampling",))
+    >>> panel.observe(lambda change: print(change["new"]), names="value")
+    >>> panel.set_value("top_k", 20)
+    Params(temperature=0.7, top_k=20)
+    """
+
+    value = traitlets.Instance(Params)
+
+    def __init__(self, params: Params | None = None,
+                 groups: Iterable[str] = GROUPS, lang: str = "es",
+                 exclude: Iterable[str] = ()) -> None:
+        groups = tuple(groups)
+        unknown = set(groups) - set(GROUPS)
+        if unknown:
+            raise ParamsError(f"unknown parameter groups {sorted(unknown)}; known: {', '.join(GROUPS)}")
+        super().__init__(value=Params())
+        self.lang = lang
+        self.groups = groups
+        self._exclude = set(exclude)
+        self._loading = False
+        self._error: str | None = None
+        self._hidden: dict[str, Any] = {}
+        self.controls: dict[str, _Control] = {}
+        sections = []
+        for g in groups:
+            rows = []
+            for spec in Params.specs():
+                if spec.group != g or spec.name in self._exclude:
+                    continue
+                c = _Control(spec, lang, self._recompute)
+                self.controls[spec.name] = c
+                rows.append(c.row)
+            sections.append(W.VBox(rows))
+        self.accordion = W.Accordion(children=sections, titles=tuple(t(g, lang) for g in groups),
+                                     selected_index=0 if sections else None)
+        self.message = W.HTML("")
+        self.message.add_class("gs-params-error")
+        self.widget = W.VBox([self.accordion, self.message])
+        self.widget.add_class("gs-params-panel")
+        self.set(params if params is not None else Params())
+
+    # --- public surface ---------------------------------------------------------
+    @property
+    def params(self) -> Params:
+        """The last valid Params (what the widgets show, unless an error is displayed)."""
+        return self.value
+
+    @property
+    def error(self) -> str | None:
+        """The validation message of the current edit, None when it is valid."""
+        return self._error
+
+    def set(self, params: Params) -> None:
+        """Load params into the widgets (fields not shown here are kept as they are)."""
+        if not isinstance(params, Params):
+            raise ParamsError(f"params must be a gsexplore.Params, not {type(params).__name__}")
+        fields = params.set_fields()
+        self._loading = True
+        try:
+            for name, c in self.controls.items():
+                c.load(fields.get(name))
+        finally:
+            self._loading = False
+        self._hidden = {k: v for k, v in fields.items() if k not in self.controls}
+        self._recompute()
+
+    def set_value(self, name: str, value: Any) -> None:
+        """Set one parameter as if typed (None unsets it); the panel validates it."""
+        c = self.controls.get(name)
+        if c is None:
+            Params.spec(name)  # an unknown name raises with the list of known ones
+            raise ParamsError(f"{name!r} is not shown in this panel (groups {self.groups})", field=name)
+        self._loading = True
+        try:
+            c.load(value)
+        finally:
+            self._loading = False
+        self._recompute()
+
+    def __repr__(self) -> str:
+        return f"ParamsPanel({self.value!r}, groups={self.groups}, error={self._error!r})"
+
+    # --- validation -------------------------------------------------------------
+    def _recompute(self) -> None:
+        if self._loading:
+            return
+        data = dict(self._hidden)
+        try:
+            for name, c in self.controls.items():
+                if c.is_set:
+                    data[name] = c.read()
+            p = Params(**data)
+        except ParamsError as e:
+            self._error = str(e)
+            self.message.value = error_html(self._error)
+            return
+        self._error = None
+        self.message.value = ""
+        self.value = p

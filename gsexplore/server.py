@@ -1,0 +1,597 @@
+"""`gsexplore serve`: a GradienteSur-compatible Chat Completions server over local models.
+
+For a classroom (one machine with a GPU serving the room) and for end-to-end tests.
+It speaks vLLM's dialect: the request fields `Params` knows, vLLM's response and
+error shapes, SSE streaming ending in ``data: [DONE]``.
+
+    app = create_app("demo", api_keys={"clave-de-clase"})
+    with ServerThread(app) as srv:              # uvicorn on a free 127.0.0.1 port
+        gs.RemoteBackend(srv.url, api_key="clave-de-clase").chat("Hola")
+
+Generation runs in worker threads, one at a time per loaded model instance
+(``instances=N`` loads N); at most ``max_queue`` requests wait for a free one,
+the rest get 429 with Retry-After. A request that does not name one of the
+served model names gets vLLM's 404. Unset ``max_tokens`` is capped at
+``max_tokens_cap``. In a stream, logprobs arrive all at once in each choice's
+last chunk (the assembled answer is the same as vLLM's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .completion import Completion
+from .errors import GSExploreError, ParamsError, UnsupportedParam
+from .params import Params
+
+log = logging.getLogger("gsexplore.server")
+
+KEYS_ENV = "GSEXPLORE_SERVER_KEYS"
+ROUTE_PREFIXES = ("/v1", "/functions/v1")
+
+
+class _Reject(Exception):
+    """An HTTP error answer in vLLM's shape."""
+
+    def __init__(self, status: int, message: str, type_: str = "BadRequestError", param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
+
+
+def error_body(status: int, message: str, type_: str = "BadRequestError", param: str | None = None) -> dict[str, Any]:
+    """vLLM's error shape (0.10.1 and later)."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": status}}
+
+
+# --------------------------------------------------------------------------
+# keys and binding
+
+
+def load_keys(api_key_file: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> set[str]:
+    """Server keys from a file (one per line, # comments) and from $GSEXPLORE_SERVER_KEYS (comma-separated)."""
+    keys: set[str] = set()
+    if api_key_file:
+        for line in Path(api_key_file).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                keys.add(line)
+    raw = (env if env is not None else os.environ).get(KEYS_ENV, "")
+    keys.update(k.strip() for k in raw.split(",") if k.strip())
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, api_keys: set[str] | None) -> None:
+    """Refuse to serve beyond loopback without keys: anyone on the network could use the model."""
+    if not api_keys and not is_loopback(host):
+        raise GSExploreError(
+            f"refusing to listen on {host} without API keys: anyone who can reach this machine could use "
+            "the model. Give keys with --api-key-file FILE or GSEXPLORE_SERVER_KEYS=key1,key2, "
+            "or listen on 127.0.0.1 only.")
+
+
+# --------------------------------------------------------------------------
+# the pool of model instances
+
+
+class ModelPool:
+    """Loaded model instances; each generates one request at a time, in its own worker thread."""
+
+    def __init__(self, backends: Sequence[Any], max_queue: int) -> None:
+        if not backends:
+            raise GSExploreError("serve needs at least one model instance")
+        self.backends = list(backends)
+        self.max_queue = max_queue
+        self.free: asyncio.Queue[Any] = asyncio.Queue()
+        for b in self.backends:
+            self.free.put_nowait(b)
+        self.executor = ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="gsexplore-gen")
+        self.pending = 0  # admitted and not finished (waiting or generating)
+        self.served = 0
+        self._busy_s = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.backends)
+
+    def admit(self) -> None:
+        """Count a request in, or reject it with 429 when the queue is full."""
+        if self.pending >= self.size + self.max_queue:
+            mean = self._busy_s / self.served if self.served else 1.0
+            wait = max(1, math.ceil(mean * (self.pending - self.size + 1) / self.size))
+            raise _Reject(429, f"the server is busy: {self.pending} requests in progress "
+                               f"({self.max_queue} may wait); retry in {wait} s",
+                          "RateLimitError", headers={"Retry-After": str(wait)})
+        self.pending += 1
+
+    def leave(self) -> None:
+        self.pending -= 1
+
+    def _worker(self, loop: asyncio.AbstractEventLoop, backend: Any, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(backend)
+        finally:
+            self._busy_s += time.perf_counter() - t0
+            self.served += 1
+            # released from the worker itself, so a cancelled request never frees a busy model
+            loop.call_soon_threadsafe(self.free.put_nowait, backend)
+
+    async def run(self, fn: Any) -> Any:
+        """`fn(backend)` on a free instance, in a worker thread."""
+        loop = asyncio.get_running_loop()
+        backend = await self.free.get()
+        try:
+            fut = loop.run_in_executor(self.executor, self._worker, loop, backend, fn)
+        except BaseException:
+            self.free.put_nowait(backend)
+            raise
+        return await fut
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for b in self.backends:
+            close = getattr(b, "close", None)
+            if close:
+                close()
+
+
+# --------------------------------------------------------------------------
+# response shapes
+
+
+def _new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def response_dict(c: Completion, model: str) -> dict[str, Any]:
+    """vLLM's non-streaming response for a Completion (its `raw` when the backend built one)."""
+    raw = dict(c.raw) if c.raw and "choices" in c.raw else {}
+    if not raw:
+        raw = {
+            "id": c.id or _new_id(), "object": "chat.completion", "created": int(time.time()),
+            "choices": [{
+                "index": ch.index,
+                "message": {"role": "assistant", "reasoning_content": ch.reasoning_content, "content": ch.content,
+                            "tool_calls": list(ch.tool_calls)},
+                "logprobs": {"content": ch.logprobs} if ch.logprobs is not None else None,
+                "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason,
+            } for ch in c.choices],
+            "usage": c.usage.to_dict(), "prompt_logprobs": c.prompt_logprobs,
+        }
+    raw["model"] = model
+    raw.setdefault("id", _new_id())
+    if not str(raw["id"]).startswith("chatcmpl-"):
+        raw["id"] = f"chatcmpl-{raw['id']}"
+    return raw
+
+
+class _Chunks:
+    """vLLM's streaming chunks for one request."""
+
+    def __init__(self, model: str, n: int, include_usage: bool) -> None:
+        self.id, self.created, self.model = _new_id(), int(time.time()), model
+        self.n, self.include_usage = n, include_usage
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        d = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+             "choices": choices, **extra}
+        return b"data: " + json.dumps(d, ensure_ascii=False).encode() + b"\n\n"
+
+    def start(self) -> bytes:
+        return b"".join(self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
+                                      "logprobs": None, "finish_reason": None}]) for i in range(self.n))
+
+    def delta(self, kind: str, text: str, index: int) -> bytes:
+        key = "reasoning_content" if kind == "reasoning" else "content"
+        return self._chunk([{"index": index, "delta": {key: text}, "logprobs": None, "finish_reason": None}])
+
+    def finish(self, c: Completion) -> bytes:
+        out = []
+        for ch in c.choices:
+            out.append(self._chunk([{
+                "index": ch.index, "delta": {},
+                "logprobs": {"content": ch.logprobs} if ch.logprobs is not None else None,
+                "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason}]))
+        if self.include_usage:
+            out.append(self._chunk([], usage=c.usage.to_dict()))
+        return b"".join(out)
+
+    @staticmethod
+    def error(status: int, message: str, type_: str) -> bytes:
+        return b"data: " + json.dumps(error_body(status, message, type_), ensure_ascii=False).encode() + b"\n\n"
+
+    DONE = b"data: [DONE]\n\n"
+
+
+def _exception_reject(exc: BaseException) -> _Reject:
+    if isinstance(exc, _Reject):
+        return exc
+    if isinstance(exc, UnsupportedParam):
+        return _Reject(400, str(exc), param=exc.param)
+    if isinstance(exc, ParamsError):
+        return _Reject(400, str(exc), param=exc.field)
+    if isinstance(exc, GSExploreError):
+        return _Reject(400, str(exc))
+    log.exception("generation failed", exc_info=exc)
+    return _Reject(500, f"generation failed: {type(exc).__name__}: {exc}", "InternalServerError")
+
+
+# --------------------------------------------------------------------------
+# the app
+
+
+def load_backends(model: str, *, filename: str | None = None, instances: int = 1,
+                  **backend_kwargs: Any) -> list[Any]:
+    """`instances` LocalBackends of one model spec (a path, "demo", "tiny-qwen3" or a HF repo id).
+
+    Each instance holds its own llama.cpp model, so N instances generate N answers at once.
+    """
+    from .backends import local
+
+    backends = [local.LocalBackend(model, filename, **backend_kwargs)]
+    for _ in range(1, max(1, instances)):
+        try:
+            backends.append(local.LocalBackend(model, filename, shared=False, **backend_kwargs))
+        except TypeError:
+            # a LocalBackend without `shared=`: the same file and options would share one loaded model
+            # (and its lock), so give this instance a llama.cpp model of its own
+            b = local.LocalBackend(model, filename, **backend_kwargs)
+            lm = b._lm
+            b._lm = local._LoadedModel(b.path, b.n_gpu_layers, lm.n_ctx, backend_kwargs.get("n_threads"),
+                                       bool(backend_kwargs.get("verbose", False)))
+            backends.append(b)
+    return backends
+
+
+def _backend_stem(b: Any) -> str:
+    for attr in ("model_path", "path"):
+        p = getattr(b, attr, None)
+        if p:
+            return Path(str(p)).stem
+    name = str(getattr(b, "model", "") or "local")
+    return Path(name).stem if name.endswith(".gguf") else name
+
+
+def create_app(
+    backends: Sequence[Any] | str,
+    api_keys: set[str] | None = None,
+    max_body_bytes: int = 1_000_000,
+    max_tokens_cap: int = 4096,
+    max_queue: int = 64,
+    artificial_latency_s: float = 0.0,
+    *,
+    served_model_names: Sequence[str] | str | None = None,
+    filename: str | None = None,
+    instances: int = 1,
+    backend_kwargs: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The FastAPI app: a list of loaded LocalBackend instances of one model, or a model spec to load."""
+    if isinstance(backends, (str, os.PathLike)):
+        backends = load_backends(str(backends), filename=filename, instances=instances, **(backend_kwargs or {}))
+    if isinstance(served_model_names, str):
+        served_model_names = [served_model_names]
+    names = list(served_model_names or [_backend_stem(backends[0])])
+    keys = {k for k in (api_keys or set()) if k}
+    pool = ModelPool(backends, max_queue=max_queue)
+    started = int(time.time())
+
+    app = FastAPI(title="gsexplore serve", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.pool = pool
+    app.state.served_model_names = names
+
+    def reject_response(r: _Reject) -> JSONResponse:
+        return JSONResponse(error_body(r.status, r.message, r.type, r.param), status_code=r.status,
+                            headers=r.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exc(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "NotFoundError" if exc.status_code == 404 else "BadRequestError"
+        return reject_response(_Reject(exc.status_code, str(exc.detail), type_))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_exc(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return reject_response(_Reject(400, str(exc)))
+
+    def authorize(request: Request) -> None:
+        if not keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip().encode()
+        ok = False
+        for k in keys:  # compare with every key, in constant time each
+            ok |= hmac.compare_digest(token, k.encode())
+        if scheme.lower() != "bearer" or not ok:
+            raise _Reject(401, "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                          "AuthenticationError", headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_body_bytes:
+            raise _Reject(413, f"request body of {length} bytes is larger than this server's limit "
+                               f"({max_body_bytes} bytes)", "RequestTooLargeError")
+        chunks, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > max_body_bytes:
+                raise _Reject(413, f"request body is larger than this server's limit ({max_body_bytes} bytes)",
+                              "RequestTooLargeError")
+            chunks.append(part)
+        try:
+            body = json.loads(b"".join(chunks))
+        except ValueError as e:
+            raise _Reject(400, f"malformed JSON in the request body: {e}") from None
+        if not isinstance(body, dict):
+            raise _Reject(400, "the request body must be a JSON object")
+        return body
+
+    def parse(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Params, str, bool, bool]:
+        from .backends.base import to_messages
+
+        model = body.get("model")
+        if model is not None and model not in names:
+            raise _Reject(404, f"The model `{model}` does not exist. This server serves: {', '.join(names)}",
+                          "NotFoundError", param="model")
+        if "messages" not in body:
+            raise _Reject(400, "messages is required", param="messages")
+        try:
+            msgs = to_messages(body["messages"])
+            p = Params.from_request(body)
+        except ParamsError as e:
+            raise _Reject(400, str(e), param=e.field) from None
+        if p.max_tokens is not None and p.max_tokens > max_tokens_cap:
+            raise _Reject(400, f"max_tokens={p.max_tokens} is more than this server allows ({max_tokens_cap})",
+                          param="max_tokens")
+        stream = bool(p.stream)
+        so = body.get("stream_options") or {}
+        include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
+        return msgs, p.replace(model=None, stream=None), model or names[0], stream, include_usage
+
+    def capped(b: Any, msgs: list[dict[str, Any]], p: Params) -> Params:
+        """Unset max_tokens: what fits in the context (as vLLM), but at most the server's cap."""
+        if p.max_tokens is not None:
+            return p
+        n_ctx = getattr(b, "n_ctx", None)
+        if n_ctx is None or not hasattr(b, "prompt_token_ids"):
+            return p.replace(max_tokens=max_tokens_cap)
+        if n_ctx <= max_tokens_cap:
+            return p  # the context is the tighter bound
+        room = n_ctx - len(b.prompt_token_ids(msgs, p))
+        return p.replace(max_tokens=min(max_tokens_cap, room)) if room > 0 else p
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            authorize(request)
+            body = await read_json(request)
+            msgs, p, model, stream, include_usage = parse(body)
+            pool.admit()
+        except _Reject as r:
+            return reject_response(r)
+        handed_off = False  # a stream counts itself out when it ends
+        try:
+            if artificial_latency_s > 0:
+                await asyncio.sleep(artificial_latency_s)  # a network/engine delay that holds no model
+            if not stream:
+                try:
+                    c = await pool.run(lambda b: b.chat(msgs, capped(b, msgs, p)))
+                except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
+                    return reject_response(_exception_reject(e))
+                data = response_dict(c, model)
+                return JSONResponse(data, headers={"x-request-id": str(data["id"])})
+            handed_off = True
+            return await start_stream(msgs, p, model, include_usage)
+        finally:
+            if not handed_off:
+                pool.leave()
+
+    async def start_stream(msgs: list[dict[str, Any]], p: Params, model: str, include_usage: bool) -> Response:
+        """Start generating; answer with a JSON error if it fails before the first delta, else with SSE."""
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def produce(b: Any) -> None:
+            try:
+                gen = b.stream(msgs, capped(b, msgs, p))
+                try:
+                    for d in gen:
+                        loop.call_soon_threadsafe(q.put_nowait, ("delta", d))
+                        if cancel.is_set():
+                            break
+                finally:
+                    close = getattr(gen, "close", None)
+                    if close:
+                        close()
+            except BaseException as e:  # noqa: BLE001 - reported to the client
+                loop.call_soon_threadsafe(q.put_nowait, ("error", e))
+            finally:
+                loop.call_soon_threadsafe(q.put_nowait, ("end", None))
+
+        task = asyncio.ensure_future(pool.run(produce))
+        try:
+            first = await q.get()
+        except BaseException:
+            cancel.set()
+            pool.leave()
+            raise
+        if first[0] != "delta":
+            pool.leave()
+            err = first[1] if first[0] == "error" else GSExploreError("the model produced nothing")
+            return reject_response(_exception_reject(err))
+        chunks = _Chunks(model, p.n or 1, include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield chunks.start()
+                item = first
+                while True:
+                    kind, value = item
+                    if kind == "end":
+                        break
+                    if kind == "error":
+                        r = _exception_reject(value)
+                        yield chunks.error(r.status, r.message, r.type)
+                    elif value.kind == "done":
+                        yield chunks.finish(value.completion)
+                    else:
+                        yield chunks.delta(value.kind, value.text, value.index)
+                    item = await q.get()
+                yield chunks.DONE
+            finally:
+                cancel.set()
+                pool.leave()
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"x-request-id": chunks.id, "Cache-Control": "no-cache"})
+
+    async def list_models(request: Request) -> Response:
+        try:
+            authorize(request)
+        except _Reject as r:
+            return reject_response(r)
+        data = [{"id": n, "object": "model", "created": started, "owned_by": "gsexplore", "root": names[0],
+                 "parent": None, "max_model_len": getattr(backends[0], "n_ctx", None)} for n in names]
+        return JSONResponse({"object": "list", "data": data})
+
+    for prefix in ROUTE_PREFIXES:
+        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
+        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": names, "instances": pool.size, "pending": pool.pending}
+
+    return app
+
+
+# --------------------------------------------------------------------------
+# running it
+
+
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str, access_log: bool, **kw: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                          timeout_graceful_shutdown=2, lifespan="on", **kw)
+
+
+class ServerThread:
+    """uvicorn serving `app` in a background thread (tests, benchmarks, notebooks).
+
+    >>> with ServerThread(create_app("tiny-qwen3")) as srv:   # doctest: +SKIP
+    ...     print(srv.url)                                    # http://127.0.0.1:PORT/v1
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 access_log: bool = False, **uvicorn_kwargs: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.host = host
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else Nagle adds ~40 ms)
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.port = self._sock.getsockname()[1]
+        self.server = uvicorn.Server(_uvicorn_config(app, host, self.port, log_level, access_log, **uvicorn_kwargs))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        name=f"gsexplore-serve-{self.port}", daemon=True)
+
+    @property
+    def base(self) -> str:
+        """http://host:port"""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The base_url for RemoteBackend (…/v1)."""
+        return f"{self.base}/v1"
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise GSExploreError(f"the server on {self.base} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+        pool = getattr(self.app.state, "pool", None)
+        if pool is not None:
+            pool.executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    model: str,
+    *,
+    filename: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_keys: Iterable[str] | None = None,
+    instances: int = 1,
+    served_model_names: Sequence[str] | None = None,
+    max_tokens_cap: int = 4096,
+    max_queue: int = 64,
+    max_body_bytes: int = 1_000_000,
+    artificial_latency_s: float = 0.0,
+    backend_kwargs: dict[str, Any] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load the model and serve it until interrupted (what `gsexplore serve` runs)."""
+    import uvicorn
+
+    keys = set(api_keys or ())
+    check_binding(host, keys)  # before loading anything
+    app = create_app(model, keys, max_body_bytes=max_body_bytes, max_tokens_cap=max_tokens_cap,
+                     max_queue=max_queue, artificial_latency_s=artificial_latency_s,
+                     served_model_names=served_model_names, filename=filename, instances=instances,
+                     backend_kwargs=backend_kwargs)
+    names = app.state.served_model_names
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gsexplore serve: {', '.join(names)} ({instances} instance{'s' if instances > 1 else ''}) "
+          f"on http://{shown}:{port}/v1 and /functions/v1; "
+          + ("API keys required" if keys else "no API key (loopback only)"), flush=True)
+    uvicorn.Server(_uvicorn_config(app, host, port, log_level, access_log=True)).run()

@@ -1,0 +1,791 @@
+"""Parameter sweeps: expand a grid, run it on one or more backends, collect a DataFrame.
+
+>>> df = sweep(LocalBackend.demo(), ["¿Cuál es la capital de Chile?"],
+...            grid={"temperature": [0, 0.7, 1.4]}, repeats=3,
+...            base=Params(max_tokens=32), store="results/temp.parquet")
+
+What varies (each part is optional; they combine by Cartesian product)
+
+* ``grid={"temperature": [0, 1], "top_k": [5, 50]}``: every combination (4 settings).
+* ``zip={"temperature": [0, 1], "top_p": [1.0, 0.9]}``: parallel lists, row by row
+  (2 settings; lists of different lengths are a ParamsError).
+* ``samples={"n": 20, "seed": 1, "ranges": {"temperature": (0, 2), "top_k": [5, 50, 100]}}``:
+  20 random settings. A ``(lo, hi)`` tuple (or ``{"uniform": [lo, hi]}``) draws
+  uniformly (integers for int parameters, other values rounded to 4 decimals), a
+  list (or ``{"choice": [...]}``) picks one of its values, ``{"loguniform": [lo, hi]}``
+  draws on a log scale. Duplicate draws are merged.
+
+Every name is checked against ``Params.names()`` and every setting is built as
+``base.replace(**setting)`` before anything runs; all invalid settings are
+reported at once in one ParamsError (``on_invalid="skip"`` drops them with a warning).
+
+Rows: one per completion (a request with ``n > 1`` gives one row per choice),
+columns in `gsexplore.store.ROW_COLUMNS` (every parameter has its column).
+``cell_id`` hashes backend name, model, messages and ``params.cache_key()``; a
+request is ``(cell_id, repeat, seed)``. Unless the user fixed ``seed`` (in
+``base`` or in what varies), repeat r of a cell runs with
+``seed = sha256(cell_id, r, sweep seed) mod 2**31``, recorded in the ``seed``
+column, so every row can be reproduced.
+
+Running: backends named ``"local"`` (llama.cpp, one generation at a time) run
+their requests one after the other in the calling thread, sorted by messages
+then parameters so llama.cpp reuses the KV cache of the shared prompt prefix.
+Every other backend runs through ``achat`` on an asyncio loop in a worker thread
+(its own loop, so this also works inside Jupyter, whose loop is already
+running), at most ``concurrency`` requests at a time; a RateLimitError (429) is
+retried ``retries`` times with exponential backoff (or the server's retry-after)
+before its error row is recorded. Mixed sweeps run both parts at the same time.
+
+Store and resume: see `gsexplore.store`. With ``store=`` every row is on disk as
+soon as it finishes; running the same sweep again skips requests that finished
+without error (error rows are retried); ``force=True`` runs everything again.
+Ctrl-C (or a kernel interrupt) returns the finished rows and warns how many remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import json
+import logging
+import math
+import random
+import sys
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from difflib import get_close_matches
+from itertools import product
+from typing import Any, Iterable, Literal, Sequence
+
+import pandas as pd
+
+from .backends.base import Backend
+from .completion import Completion
+from .errors import ParamsError, RateLimitError
+from .params import Params
+from .prompts import Prompt, PromptsLike, load_prompts
+from .store import KEY, Store, frame, latest_attempts
+
+__all__ = ["sweep", "expand", "plan", "Cell", "SweepPlan", "derive_seed", "cell_id"]
+
+log = logging.getLogger("gsexplore.sweep")
+
+Setting = dict[str, Any]
+
+#: Parameters a sweep cannot vary or set: the sweep reads whole answers.
+_FORBIDDEN = {"stream": "sweeps collect whole answers; streaming is for the playground"}
+
+
+# --------------------------------------------------------------------------
+# expansion and validation
+
+
+def _check_names(names: Iterable[str], where: str) -> None:
+    known = Params.names()
+    for name in names:
+        if name not in known:
+            close = get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ParamsError(f"unknown parameter {name!r} in {where}{hint}", field=name)
+        if name in _FORBIDDEN:
+            raise ParamsError(f"{name!r} cannot be used in a sweep: {_FORBIDDEN[name]}", field=name)
+
+
+def _values(name: str, v: Any, where: str) -> list[Any]:
+    if isinstance(v, (list, tuple)):
+        vals = list(v)
+    elif hasattr(v, "tolist"):  # numpy arrays, ranges of numpy
+        vals = list(v.tolist())
+    elif isinstance(v, range):
+        vals = list(v)
+    else:
+        vals = [v]
+    if not vals:
+        raise ParamsError(f"{where}[{name!r}] is empty", field=name)
+    return [x.item() if hasattr(x, "item") else x for x in vals]
+
+
+def _grid(grid: dict[str, Any] | None) -> list[Setting]:
+    if not grid:
+        return [{}]
+    _check_names(grid, "grid")
+    keys = list(grid)
+    values = [_values(k, grid[k], "grid") for k in keys]
+    return [dict(builtins.zip(keys, combo)) for combo in product(*values)]
+
+
+def _zip(z: dict[str, Any] | None) -> list[Setting]:
+    if not z:
+        return [{}]
+    _check_names(z, "zip")
+    cols = {k: _values(k, v, "zip") for k, v in z.items()}
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise ParamsError(f"zip lists must have the same length ({desc})", field="zip", value=lengths)
+    n = next(iter(lengths.values()))
+    return [{k: cols[k][i] for k in cols} for i in range(n)]
+
+
+def _draw(name: str, spec: Any, rng: random.Random) -> Any:
+    kind, args = None, spec
+    if isinstance(spec, dict):
+        if len(spec) != 1 or next(iter(spec)) not in ("uniform", "loguniform", "choice"):
+            raise ParamsError(f"samples range of {name!r} must be (lo, hi), a list, or one of "
+                              "{'uniform': [lo, hi]}, {'loguniform': [lo, hi]}, {'choice': [...]}",
+                              field=name, value=spec)
+        kind, args = next(iter(spec.items()))
+    elif isinstance(spec, tuple):
+        kind = "uniform"
+    elif isinstance(spec, list):
+        kind = "choice"
+    else:
+        raise ParamsError(f"samples range of {name!r} must be a (lo, hi) tuple or a list of values",
+                          field=name, value=spec)
+    if kind == "choice":
+        if not args:
+            raise ParamsError(f"samples choice list of {name!r} is empty", field=name)
+        return rng.choice(list(args))
+    if not isinstance(args, (list, tuple)) or len(args) != 2:
+        raise ParamsError(f"samples range of {name!r} needs exactly two ends (lo, hi)", field=name, value=spec)
+    lo, hi = args
+    if lo > hi:
+        raise ParamsError(f"samples range of {name!r}: lo={lo} > hi={hi}", field=name, value=spec)
+    ints = Params.spec(name).kind == "int"  # (0, 2) for temperature is a float range
+    if kind == "loguniform":
+        if lo <= 0:
+            raise ParamsError(f"loguniform range of {name!r} needs lo > 0", field=name, value=spec)
+        x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    else:
+        x = rng.uniform(lo, hi)
+    return int(round(x)) if ints else round(x, 4)
+
+
+def _samples(samples: dict[str, Any] | None, default_seed: int) -> list[Setting]:
+    if not samples:
+        return [{}]
+    if "ranges" not in samples or "n" not in samples:
+        raise ParamsError("samples must be {'n': N, 'ranges': {name: (lo, hi) or [values]}, 'seed': s}",
+                          field="samples", value=samples)
+    unknown = set(samples) - {"n", "ranges", "seed"}
+    if unknown:
+        raise ParamsError(f"samples has unknown key(s) {sorted(unknown)}; use n, ranges, seed", field="samples")
+    ranges = samples["ranges"]
+    _check_names(ranges, "samples")
+    n = int(samples["n"])
+    if n < 1:
+        raise ParamsError("samples n must be >= 1", field="samples", value=n)
+    rng = random.Random(samples.get("seed", default_seed))
+    return [{k: _draw(k, spec, rng) for k, spec in ranges.items()} for _ in range(n)]
+
+
+def expand(
+    grid: dict[str, Any] | None = None,
+    zip: dict[str, Any] | None = None,  # noqa: A002 - the public keyword
+    samples: dict[str, Any] | None = None,
+    base: Params | None = None,
+    *,
+    seed: int = 0,
+    on_invalid: Literal["raise", "skip"] = "raise",
+) -> list[tuple[Setting, Params]]:
+    """Every setting (what varies) with its validated Params, duplicates merged.
+
+    grid x zip x samples (Cartesian product of the three parts). Raises one
+    ParamsError listing every invalid setting, or skips them with a warning.
+    """
+    base = base if base is not None else Params()
+    if not isinstance(base, Params):
+        raise ParamsError(f"base must be a gsexplore.Params, not {type(base).__name__}", field="base")
+    _check_names(base.set_fields(), "base")
+    parts = [_grid(grid), _zip(zip), _samples(samples, seed)]
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        both = set(parts[a][0]) & set(parts[b][0])
+        if both:
+            raise ParamsError(f"parameter(s) {sorted(both)} appear in more than one of grid/zip/samples",
+                              field=sorted(both)[0])
+    out: list[tuple[Setting, Params]] = []
+    seen: set[str] = set()
+    bad: list[str] = []
+    for a, b, c in product(*parts):
+        setting = {**a, **b, **c}
+        try:
+            p = base.replace(**setting)
+        except ParamsError as exc:
+            bad.append(f"  {_fmt_setting(setting)}: {exc}")
+            continue
+        key = p.cache_key()
+        if key not in seen:
+            seen.add(key)
+            out.append((setting, p))
+    if bad:
+        msg = f"{len(bad)} invalid setting(s) of {len(bad) + len(out)}:\n" + "\n".join(bad)
+        if on_invalid == "skip":
+            warnings.warn(msg + "\n(skipped)", stacklevel=3)
+        else:
+            raise ParamsError(msg, field="grid")
+    if not out:
+        raise ParamsError("no valid setting to run", field="grid")
+    return out
+
+
+def _fmt_setting(s: Setting) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in s.items()) or "(base)"
+
+
+# --------------------------------------------------------------------------
+# cells
+
+
+def _sha(*parts: Any) -> str:
+    data = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def cell_id(backend: Backend, messages: list[dict[str, Any]], params: Params) -> str:
+    """Stable id of one setting on one prompt on one backend (12 hex digits)."""
+    return _sha(getattr(backend, "name", ""), getattr(backend, "model", ""), messages, params.cache_key())[:12]
+
+
+def derive_seed(cell: str, repeat: int, sweep_seed: int) -> int:
+    """The seed of repeat `repeat` of a cell: reproducible, different per repeat."""
+    return int(_sha("seed", cell, repeat, sweep_seed)[:8], 16) % (2**31 - 1)
+
+
+@dataclass
+class Cell:
+    """One request of a sweep: a backend, a prompt, the params and the repeat."""
+
+    backend_index: int
+    backend: Backend
+    prompt: Prompt
+    params: Params  # with the repeat's seed
+    repeat: int
+    cell_id: str
+
+    @property
+    def key(self) -> tuple[str, int, int | None]:
+        return (self.cell_id, self.repeat, self.params.seed)
+
+    @property
+    def local(self) -> bool:
+        return _is_local(self.backend)
+
+
+def _is_local(b: Backend) -> bool:
+    return getattr(b, "name", "") == "local" or bool(getattr(b, "sequential", False))
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep will run: its cells, and what the store already holds."""
+
+    sweep_id: str
+    cells: list[Cell]
+    todo: list[Cell]
+    settings: list[tuple[Setting, Params]]
+    prompts: list[Prompt]
+    backends: list[Backend]
+    varied: list[str]
+    prompt_tokens_est: int
+    completion_tokens_max: int | None
+
+    def describe(self) -> str:
+        """One line: requests, tokens, what the store already has."""
+        done = len(self.cells) - len(self.todo)
+        ctok = f"<= {self.completion_tokens_max:,}" if self.completion_tokens_max is not None \
+            else "? (max_tokens not set)"
+        return (f"sweep {self.sweep_id}: {len(self.todo)} requests to run"
+                + (f" ({done} of {len(self.cells)} already in the store)" if done else "")
+                + f" = {len(self.settings)} settings x {len(self.prompts)} prompts x {len(self.backends)} "
+                f"backend(s) x repeats; ~{self.prompt_tokens_est:,} prompt tokens, {ctok} completion tokens")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The planned requests as rows (no results), for checking a sweep before running it."""
+        return frame(_base_row(self.sweep_id, c) | {"run_id": None, "row_id": None} for c in self.cells)
+
+
+def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    # ~4 characters per token for Latin-script text, plus the chat template's markers per message
+    chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str)
+                else len(json.dumps(m.get("content"))) for m in messages)
+    return math.ceil(chars / 4) + 5 * len(messages)
+
+
+def plan(
+    backends: Backend | Sequence[Backend],
+    prompts: PromptsLike,
+    grid: dict[str, Any] | None = None,
+    zip: dict[str, Any] | None = None,  # noqa: A002
+    samples: dict[str, Any] | None = None,
+    repeats: int = 1,
+    base: Params | None = None,
+    *,
+    seed: int = 0,
+    on_invalid: Literal["raise", "skip"] = "raise",
+    done: set[tuple] | None = None,
+) -> SweepPlan:
+    """Expand and validate a sweep without running anything (see `sweep`)."""
+    blist = [backends] if isinstance(backends, Backend) else list(backends)
+    if not blist:
+        raise ParamsError("no backend given", field="backends")
+    for b in blist:
+        if not isinstance(b, Backend):
+            raise ParamsError(f"backends must be gsexplore Backends, not {type(b).__name__}", field="backends")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ParamsError(f"repeats must be an int >= 1, not {repeats!r}", field="repeats", value=repeats)
+    plist = load_prompts(prompts)
+    settings = expand(grid, zip, samples, base, seed=seed, on_invalid=on_invalid)
+    varied = [k for k in Params.names() if any(k in s for s, _ in settings)]
+    cells: list[Cell] = []
+    for bi, b in enumerate(blist):
+        for pr in plist:
+            for _, p in settings:
+                cid = cell_id(b, pr.messages, p)
+                fixed_seed = p.seed is not None
+                for r in range(repeats):
+                    rp = p if fixed_seed else p.replace(seed=derive_seed(cid, r, seed))
+                    cells.append(Cell(bi, b, pr, rp, r, cid))
+    sweep_id = _sha("sweep", [(getattr(b, "name", ""), getattr(b, "model", "")) for b in blist],
+                    [pr.messages for pr in plist], [p.cache_key() for _, p in settings], seed)[:10]
+    done = done or set()
+    todo = [c for c in cells if c.key not in done]
+    ptok = sum(_estimate_tokens(c.prompt.messages) for c in todo)
+    if all(c.params.max_tokens is not None for c in todo):
+        ctok: int | None = sum(c.params.max_tokens * (c.params.n or 1) for c in todo)  # type: ignore[operator]
+    else:
+        ctok = None
+    return SweepPlan(sweep_id, cells, todo, settings, plist, blist, varied, ptok, ctok)
+
+
+# --------------------------------------------------------------------------
+# rows
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _base_row(sweep_id: str, cell: Cell) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "sweep_id": sweep_id,
+        "cell_id": cell.cell_id,
+        "repeat": cell.repeat,
+        "choice": 0,
+        "backend": getattr(cell.backend, "name", ""),
+        "model": getattr(cell.backend, "model", ""),
+        "prompt_id": cell.prompt.id,
+        "prompt": cell.prompt.text,
+        "expected": cell.prompt.expected_text(),
+        "messages": json.dumps(cell.prompt.messages, ensure_ascii=False),
+    }
+    prow = cell.params.to_row()
+    prow.pop("model", None)  # the `model` column: the model asked for, else the backend's
+    if cell.params.model:
+        row["model"] = cell.params.model
+    row.update(prow)
+    return row
+
+
+def _guided_checker() -> Any:
+    try:
+        from .guided import check
+    except Exception:  # guided decoding not installed (or not importable): validity stays None
+        return None
+    return check
+
+
+def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any) -> list[dict[str, Any]]:
+    base = _base_row(sweep_id, cell)
+    ts = _now()
+    rows = []
+    for i, ch in enumerate(c.choices or [c]):
+        valid = None
+        if checker is not None and cell.params.guided_kind is not None:
+            try:
+                if ch.params.guided_kind is None:  # a backend that did not attach its params
+                    ch.params = cell.params
+                valid = checker(ch).valid
+            except Exception as exc:  # a checker failure must not lose the answer
+                log.warning("guided validity check failed: %s", exc)
+        u = ch.usage
+        rows.append({**base,
+                     "choice": ch.index if ch.index is not None else i,
+                     "model": ch.model or base["model"],
+                     "content": ch.content,
+                     "reasoning_content": ch.reasoning_content,
+                     "finish_reason": ch.finish_reason,
+                     "stop_reason": None if ch.stop_reason is None else str(ch.stop_reason),
+                     "prompt_tokens": u.prompt_tokens,
+                     "completion_tokens": u.completion_tokens,
+                     "reasoning_tokens": u.reasoning_tokens,
+                     "total_tokens": u.total_tokens,
+                     "latency_s": ch.latency_s,
+                     "ttft_s": ch.ttft_s,
+                     "tokens_per_s": ch.tokens_per_s,
+                     "guided_valid": valid,
+                     "error_type": None,
+                     "error_message": None,
+                     "timestamp": ts,
+                     "run_id": run_id,
+                     "row_id": uuid.uuid4().hex})
+    return rows
+
+
+def _row_error(sweep_id: str, run_id: str, cell: Cell, exc: BaseException, secrets: list[str],
+               latency: float | None) -> dict[str, Any]:
+    return {**_base_row(sweep_id, cell),
+            "latency_s": latency,
+            "error_type": type(exc).__name__,
+            "error_message": _redact(str(exc) or repr(exc), secrets),
+            "timestamp": _now(),
+            "run_id": run_id,
+            "row_id": uuid.uuid4().hex}
+
+
+# --------------------------------------------------------------------------
+# secrets: never in rows, attrs or the store
+
+
+_SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "bearer", "token_value")
+
+
+def _secrets(backends: list[Backend]) -> list[str]:
+    out = []
+    for b in backends:
+        for attr in ("api_key", "_api_key", "_secret"):
+            v = getattr(b, attr, None)
+            if isinstance(v, str) and len(v) >= 4:
+                out.append(v)
+    return out
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        text = text.replace(s, "***")
+    return text
+
+
+def _sanitise(obj: Any, secrets: list[str]) -> Any:
+    """A JSON-friendly copy without secret-looking keys or known secret values."""
+    if isinstance(obj, dict):
+        return {str(k): _sanitise(v, secrets) for k, v in obj.items()
+                if not any(w in str(k).lower().replace("-", "_") for w in _SECRET_WORDS)
+                and str(k).lower() != "key"}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitise(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        return _redact(obj, secrets)
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    return _redact(str(obj), secrets)
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def v(*names: str) -> str | None:
+        for n in names:
+            try:
+                return version(n)
+            except PackageNotFoundError:
+                continue
+        return None
+
+    llama = sys.modules.get("llama_cpp")
+    return {"gsexplore": __version__,
+            "llama_cpp": getattr(llama, "__version__", None) or v("llama_cpp_python", "llama-cpp-python"),
+            "pandas": pd.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _backend_info(b: Backend, secrets: list[str]) -> dict[str, Any]:
+    try:
+        info = b.info()
+    except Exception as exc:  # info is for the record; a failure must not stop the sweep
+        info = {"backend": getattr(b, "name", ""), "model": getattr(b, "model", ""), "info_error": str(exc)}
+    return _sanitise(info, secrets)
+
+
+# --------------------------------------------------------------------------
+# running
+
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt seen in a worker thread."""
+
+
+class _Runner:
+    def __init__(self, sp: SweepPlan, store: Store | None, *, concurrency: int, on_error: str,
+                 progress: bool, retries: int, backoff: float) -> None:
+        self.sp = sp
+        self.store = store
+        self.concurrency = concurrency
+        self.on_error = on_error
+        self.retries = retries
+        self.backoff = backoff
+        self.run_id = uuid.uuid4().hex[:12]
+        self.rows: list[dict[str, Any]] = []
+        self.finished = 0
+        self.errors = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None  # on_error="raise", or an interrupt in a worker
+        self.secrets = _secrets(sp.backends)
+        self.checker = _guided_checker()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pbar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.pbar = tqdm(total=len(sp.todo), desc=f"sweep {sp.sweep_id}", unit="req", dynamic_ncols=True)
+
+    # --- recording (any thread) -----------------------------------------------
+    def _record(self, rows: list[dict[str, Any]], error: bool) -> None:
+        with self.lock:
+            if self.store is not None:
+                self.store.append(rows)
+            self.rows.extend(rows)
+            self.finished += 1
+            self.errors += int(error)
+            if self.pbar is not None:
+                self.pbar.update(1)
+                if self.errors:
+                    self.pbar.set_postfix(errors=self.errors, refresh=False)
+
+    def _fail(self, cell: Cell, exc: BaseException, latency: float | None) -> None:
+        if self.on_error == "raise":
+            if self.failure is None:
+                self.failure = exc
+            self.stop.set()
+            return
+        self._record([_row_error(self.sp.sweep_id, self.run_id, cell, exc, self.secrets, latency)], True)
+
+    def _succeed(self, cell: Cell, c: Completion) -> None:
+        self._record(_rows_ok(self.sp.sweep_id, self.run_id, cell, c, self.checker), False)
+
+    # --- local: one at a time, prefix-cache-friendly order ------------------
+    def run_local(self, cells: list[Cell]) -> None:
+        # group by backend, then by prompt (llama.cpp reuses the KV cache of the longest common
+        # token prefix with the previous call), then by params; repeats last
+        cells = sorted(cells, key=lambda c: (c.backend_index, c.prompt.key, c.params.cache_key(), c.repeat))
+        for cell in cells:
+            if self.stop.is_set():
+                return
+            t0 = time.perf_counter()
+            try:
+                c = cell.backend.chat(list(cell.prompt.messages), cell.params)
+            except Exception as exc:
+                self._fail(cell, exc, time.perf_counter() - t0)
+            else:
+                self._succeed(cell, c)
+
+    # --- remote: asyncio, bounded, backing off on 429 -------------------------
+    async def _one(self, sem: asyncio.Semaphore, cell: Cell) -> None:
+        async with sem:
+            if self.stop.is_set():
+                return
+            attempt = 0
+            t0 = time.perf_counter()
+            while True:
+                try:
+                    c = await cell.backend.achat(list(cell.prompt.messages), cell.params)
+                except RateLimitError as exc:
+                    if attempt >= self.retries or self.stop.is_set():
+                        self._fail(cell, exc, time.perf_counter() - t0)
+                        return
+                    hint = exc.retry_after
+                    wait = hint if hint is not None else self.backoff * 2 ** attempt * (1 + random.random() / 4)
+                    attempt += 1
+                    await asyncio.sleep(min(wait, 60.0))
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:
+                    self._fail(cell, exc, time.perf_counter() - t0)
+                    return
+                else:
+                    self._succeed(cell, c)
+                    return
+
+    async def _run_async(self, cells: list[Cell]) -> None:
+        self.loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(max(1, self.concurrency))
+        tasks = [asyncio.create_task(self._one(sem, c)) for c in cells]
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                if self.stop.is_set():
+                    break
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _async_thread(self, cells: list[Cell]) -> None:
+        try:
+            asyncio.run(self._run_async(cells))
+        except KeyboardInterrupt as exc:  # raised by a backend inside the worker
+            self.failure = self.failure or _Interrupted(str(exc))
+            self.stop.set()
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            self.failure = self.failure or exc
+            self.stop.set()
+
+    # --- both ---------------------------------------------------------------
+    def run(self) -> None:
+        local = [c for c in self.sp.todo if c.local]
+        remote = [c for c in self.sp.todo if not c.local]
+        worker = None
+        if remote:
+            # its own loop in its own thread: works whether or not a loop already runs here (Jupyter)
+            worker = threading.Thread(target=self._async_thread, args=(remote,), name="gsexplore-sweep",
+                                      daemon=True)
+            worker.start()
+        try:
+            if local:
+                self.run_local(local)
+            while worker is not None and worker.is_alive():
+                worker.join(0.1)  # short joins keep Ctrl-C deliverable
+        except BaseException:
+            self.stop.set()
+            if worker is not None:
+                self._wait(worker)
+            raise
+        if isinstance(self.failure, _Interrupted):
+            raise KeyboardInterrupt(str(self.failure))
+        if self.failure is not None:
+            raise self.failure
+
+    def _wait(self, worker: threading.Thread) -> None:
+        try:
+            worker.join(10)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+            pass
+
+    def close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+        if self.store is not None:
+            self.store.close()
+
+
+# --------------------------------------------------------------------------
+# the public entry point
+
+
+def sweep(
+    backends: Backend | Sequence[Backend],
+    prompts: PromptsLike,
+    grid: dict[str, Any] | None = None,
+    zip: dict[str, Any] | None = None,  # noqa: A002 - mirrors the concept
+    samples: dict[str, Any] | None = None,
+    repeats: int = 1,
+    base: Params | None = None,
+    store: str | None = None,
+    concurrency: int = 8,
+    on_error: Literal["record", "raise"] = "record",
+    progress: bool = True,
+    force: bool = False,
+    seed: int = 0,
+    *,
+    on_invalid: Literal["raise", "skip"] = "raise",
+    retries: int = 3,
+    backoff: float = 1.0,
+    dry_run: bool = False,
+) -> pd.DataFrame:
+    """Run every setting x prompt x backend x repeat and return one row per completion.
+
+    See the module docstring for what varies, seeds, ordering, the store and resume.
+    ``dry_run=True`` returns the planned requests without running them.
+    """
+    if on_error not in ("record", "raise"):
+        raise ParamsError(f"on_error must be 'record' or 'raise', not {on_error!r}", field="on_error")
+    if on_invalid not in ("raise", "skip"):
+        raise ParamsError(f"on_invalid must be 'raise' or 'skip', not {on_invalid!r}", field="on_invalid")
+    st = Store(store) if store is not None else None
+    prev = pd.DataFrame()
+    if st is not None and (st.path.exists() or st.journal.exists()):
+        st.compact()
+        prev = st.load(latest=True)
+    done: set[tuple] = set()
+    if not force and len(prev):
+        ok = prev[prev["error_type"].isna()]
+        done = {(c, int(r), None if pd.isna(s) else int(s))
+                for c, r, s in ok[KEY].itertuples(index=False, name=None)}
+    sp = plan(backends, prompts, grid, zip, samples, repeats, base, seed=seed, on_invalid=on_invalid, done=done)
+    secrets = _secrets(sp.backends)
+    attrs: dict[str, Any] = {
+        "sweep_id": sp.sweep_id,
+        "sweep": _sanitise({
+            "grid": grid, "zip": zip, "samples": samples, "repeats": repeats,
+            "base": (base or Params()).set_fields(), "seed": seed, "concurrency": concurrency,
+            "prompts": [{"id": p.id, "messages": p.messages, "expected": p.expected} for p in sp.prompts],
+            "n_settings": len(sp.settings),
+        }, secrets),
+        "varied": sp.varied,
+        "backends": [_backend_info(b, secrets) for b in sp.backends],
+        "versions": _versions(),
+        "plan": {"requests": len(sp.cells), "to_run": len(sp.todo), "in_store": len(sp.cells) - len(sp.todo),
+                 "prompt_tokens_est": sp.prompt_tokens_est, "completion_tokens_max": sp.completion_tokens_max},
+        "store": str(st.path) if st is not None else None,
+    }
+    if dry_run:
+        df = sp.to_frame()
+        df.attrs.update(attrs)
+        return df
+    if progress:
+        print(sp.describe(), file=sys.stderr)
+    else:
+        log.info(sp.describe())
+    if st is not None:
+        st.write_meta(sp.sweep_id, {k: attrs[k] for k in ("sweep", "varied", "backends", "versions")})
+
+    runner = _Runner(sp, st, concurrency=concurrency, on_error=on_error, progress=progress,
+                     retries=retries, backoff=backoff)
+    interrupted = False
+    t0 = time.perf_counter()
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        runner.close()
+    elapsed = time.perf_counter() - t0
+
+    keys = {c.key for c in sp.cells}
+    if st is not None:
+        st.compact()
+        all_rows = st.load(latest=True)
+        mask = [k in keys for k in _keys(all_rows)]
+        df = all_rows.loc[mask].reset_index(drop=True)
+    else:
+        df = latest_attempts(frame(runner.rows))
+        df = frame(df.to_dict("records")) if len(df) else frame([])
+    remaining = len(sp.todo) - runner.finished
+    attrs.update({"elapsed_s": round(elapsed, 3), "errors": runner.errors, "interrupted": interrupted,
+                  "remaining": remaining})
+    df.attrs.clear()
+    df.attrs.update(attrs)
+    if interrupted:
+        how = (f"run the same sweep with store={str(st.path)!r} again to resume" if st is not None
+               else "pass store='results.parquet' to make a sweep resumable")
+        warnings.warn(f"sweep interrupted: {runner.finished} of {len(sp.todo)} requests finished, "
+                      f"{remaining} remain; {how}", stacklevel=2)
+    return df
+
+
+def _keys(df: pd.DataFrame) -> list[tuple]:
+    if df.empty:
+        return []
+    return [(c, int(r), None if pd.isna(s) else int(s))
+            for c, r, s in df[KEY].itertuples(index=False, name=None)]

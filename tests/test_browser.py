@@ -1,0 +1,198 @@
+"""The Playground in a real browser: JupyterLab on 127.0.0.1, driven by Playwright with Debian's Chromium.
+
+Opens tests/browser/playground.ipynb (the Playground on the tiny Qwen3 model) in
+a temporary folder, runs all cells from the Run menu, moves the temperature
+slider with the keyboard, presses Run and waits for the streamed answer. The
+screenshot goes to test-artifacts/browser_playground.png.
+
+Chromium comes from the system (``apt-get install chromium``, done by ``make
+test``); Playwright never downloads a browser. A missing Chromium is a failure,
+not a skip: this test is the issue's definition of done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "tests" / "browser" / "playground.ipynb"
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "browser_playground.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(url: str, method: str = "GET", timeout: float = 5.0) -> object:
+    req = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own local server
+        body = r.read()
+    return json.loads(body) if body else None
+
+
+class Lab:
+    """A JupyterLab server of our own, in its own folder, config and process group."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.token = secrets.token_hex(16)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(root / "jupyterlab.log", "wb")  # noqa: SIM115 - closed in stop()
+        for d in ("config", "data", "runtime", "workspaces", "work"):
+            (root / d).mkdir()
+        # no news or update checks: nothing reaches the network, no toast covers the page
+        settings = root / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        env = {**os.environ,
+               "JUPYTER_CONFIG_DIR": str(root / "config"),
+               "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+               "JUPYTER_DATA_DIR": str(root / "data"),
+               "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
+               "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
+               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root / 'work'}",
+             "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
+             *(["--allow-root"] if os.geteuid() == 0 else [])],
+            cwd=root / "work", env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}?token={self.token}"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"JupyterLab exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                _api(self.url("/api/status"))
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        raise AssertionError(f"JupyterLab did not start in {timeout:.0f} s:\n{self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        self.log.flush()
+        return (self.root / "jupyterlab.log").read_bytes()[-n:].decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        """Shut the kernels down through the API, then end the server's process group."""
+        try:
+            for k in _api(self.url("/api/kernels")) or []:  # type: ignore[union-attr]
+                _api(self.url(f"/api/kernels/{k['id']}"), method="DELETE", timeout=15)
+        except Exception:  # noqa: BLE001 - the server may already be gone
+            pass
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group we started: the server and its children
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    from gsexplore import models
+
+    models.tiny_qwen3()  # built before the kernel needs it (a no-op when cached)
+    server = Lab(tmp_path)
+    try:
+        shutil.copy(NOTEBOOK, tmp_path / "work" / "playground.ipynb")
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_playground_in_jupyterlab(lab: Lab) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, ("Chromium is missing: `sudo apt-get install chromium` (make test does it); "
+                      "this test never downloads a browser")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page.set_default_timeout(60_000)
+            try:
+                _drive(page, lab, expect)
+            except BaseException:
+                page.screenshot(path=str(ARTIFACTS / "browser_playground_failure.png"))
+                print(lab.tail())
+                raise
+        finally:
+            browser.close()
+
+
+def _drive(page: object, lab: Lab, expect: object) -> None:
+    page.goto(lab.url("/lab/tree/playground.ipynb"))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    # the kernel must be up before Run All, or the run waits on "Select kernel"
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.locator(".jp-Notebook").first.click()
+
+    # Run > Run All Cells, through the menu as a person would
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile(r"^\s*Run All Cells\s*$")).click()
+    playground = page.locator(".gs-playground")
+    expect(playground).to_be_visible(timeout=180_000)
+
+    # move the temperature slider with the keyboard: 0.70 -> 0.80 (step 0.05)
+    slider = page.locator(".gs-param-temperature .gs-slider-temperature")
+    readout = slider.locator(".widget-readout")
+    expect(readout).to_have_text("0.70")
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    handle.press("ArrowRight")
+    handle.press("ArrowRight")
+    expect(readout).to_have_text("0.80")
+    # the kernel got it: the number box beside the slider is filled in by the kernel
+    expect(page.locator(".gs-param-temperature .gs-input-temperature input")).to_have_value("0.8", timeout=30_000)
+
+    # Run, then the streamed answer, its usage and finish reason
+    page.locator("button.gs-run").click()
+    answer = page.locator(".gs-answer .gs-answer-text")
+    expect(answer).to_be_visible(timeout=120_000)
+    stats = page.locator(".gs-stats")
+    expect(stats).to_contain_text("finish_reason", timeout=120_000)
+    text = answer.inner_text().strip()
+    assert text and text != "▌", "the answer area is empty"
+    expect(stats).to_contain_text("tokens")
+    expect(page.locator("button.gs-run")).to_be_enabled()
+    # the run's request used the new temperature: the history tab and the code both say 0.8
+    assert "0.8" in page.locator(".gs-code-curl").inner_html()
+
+    playground.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    playground.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000

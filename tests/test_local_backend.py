@@ -1,0 +1,532 @@
+"""LocalBackend on real llama.cpp (the tiny Qwen3 model and the demo SmolLM2 model), no mocks.
+
+One test per parameter, asserting its effect as vLLM defines it, or that it is
+rejected with UnsupportedParam; plus the statistical check of the sampler chain
+against gsexplore.sampling (issue section 5).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+import gsexplore as gs  # noqa: E402
+from gsexplore import reasoning, sampling  # noqa: E402
+from gsexplore.backends.local import LocalBackend, _gguf_sampling, to_response_dict  # noqa: E402
+from gsexplore.errors import ParamsError, UnsupportedParam  # noqa: E402
+
+FRANCE = "What is the capital of France?"
+STORY = "Write a long story about a dragon."
+SHORT = "Answer yes or no: is the sky blue?"   # the demo model says "No." and stops
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max()
+    return x - (m + np.log(np.exp(x - m).sum()))
+
+
+def word_id(backend: LocalBackend, text: str) -> int:
+    ids = backend.llama.tokenize(text.encode(), add_bos=False, special=False)
+    assert len(ids) == 1, (text, ids)
+    return ids[0]
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def test_demo_answers_paris(demo_backend):
+    c = demo_backend.chat([{"role": "system", "content": "You are a helpful assistant."},
+                           {"role": "user", "content": FRANCE}], gs.Params(temperature=0, max_tokens=30))
+    assert "Paris" in c.content
+    assert c.backend == "local" and c.model == demo_backend.model
+    assert c.finish_reason == "stop" and c.stop_reason is None
+    assert c.usage.prompt_tokens > 0 and c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens
+    assert c.latency_s > 0 and c.ttft_s is None
+
+
+def test_greedy_matches_raw_llama_cpp(demo_backend):
+    """Same prompt rendering and greedy choice as llama-cpp-python's own chat completion."""
+    ours = demo_backend.chat(FRANCE, temperature=0, max_tokens=16)
+    with demo_backend.lock:
+        raw = demo_backend.llama.create_chat_completion([{"role": "user", "content": FRANCE}],
+                                                        temperature=0, max_tokens=16)
+    assert ours.content == raw["choices"][0]["message"]["content"]
+
+
+def test_raw_is_vllm_shaped(demo_backend):
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=8)
+    raw = c.raw
+    assert raw["id"].startswith("chatcmpl-") and raw["object"] == "chat.completion"
+    assert isinstance(raw["created"], int) and raw["model"] == demo_backend.model
+    ch = raw["choices"][0]
+    assert ch["message"] == {"role": "assistant", "reasoning_content": None, "content": c.content, "tool_calls": []}
+    assert ch["finish_reason"] == "stop" and ch["stop_reason"] is None and ch["logprobs"] is None
+    assert raw["usage"]["prompt_tokens_details"] is None and raw["prompt_logprobs"] is None
+    assert c.info["sampling_defaults"]["top_k"] == -1
+    again = gs.Completion.from_response(to_response_dict("m", [], 3))
+    assert again.usage.prompt_tokens == 3
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def test_stop_token_ids(tiny_backend):
+    base = tiny_backend.chat("hola", seed=5, max_tokens=8, ignore_eos=True).info["token_ids"]
+    k = next(i for i in range(2, 8) if base[i] not in base[:i])
+    c = tiny_backend.chat("hola", seed=5, max_tokens=8, ignore_eos=True, stop_token_ids=[base[k]])
+    assert c.info["token_ids"] == base[:k + 1]
+    assert c.finish_reason == "stop" and c.stop_reason == base[k]
+    assert c.usage.completion_tokens == k + 1
+
+
+def _greedy_story(demo_backend):
+    c = demo_backend.chat(STORY, temperature=0, max_tokens=20)
+    pieces = [demo_backend._lm.token_str(t) for t in c.info["token_ids"]]
+    return c.content, pieces
+
+
+def test_stop_string_spanning_tokens(demo_backend):
+    text, pieces = _greedy_story(demo_backend)
+    # a stop string made of the end of one token and the start of the next
+    i = next(j for j in range(3, len(pieces)) if len(pieces[j - 1]) >= 2 and len(pieces[j]) >= 3)
+    stop = pieces[i - 1][-2:] + pieces[i][:2]
+    at = text.index(stop)
+    c = demo_backend.chat(STORY, temperature=0, max_tokens=20, stop=["never-appears", stop])
+    assert c.content == text[:at]
+    assert c.finish_reason == "stop" and c.stop_reason == stop
+    assert c.usage.completion_tokens == i + 1
+    inc = demo_backend.chat(STORY, temperature=0, max_tokens=20, stop=stop, include_stop_str_in_output=True)
+    assert inc.content == text[:at + len(stop)]  # the rest of the last token is cut
+    # streaming holds back partial matches: nothing past the cut is ever emitted
+    deltas = list(demo_backend.stream(STORY, temperature=0, max_tokens=20, stop=[stop]))
+    assert "".join(d.text for d in deltas[:-1]) == c.content == deltas[-1].completion.content
+
+
+def test_max_tokens_length(tiny_backend):
+    c = tiny_backend.chat("hola", seed=1, max_tokens=7, ignore_eos=True)
+    assert c.finish_reason == "length" and c.stop_reason is None
+    assert c.usage.completion_tokens == 7
+
+
+def test_max_tokens_too_large(demo_backend):
+    with pytest.raises(ParamsError) as e:
+        demo_backend.chat(SHORT, max_tokens=demo_backend.n_ctx)
+    assert e.value.field == "max_tokens"
+
+
+def test_min_tokens_and_ignore_eos(demo_backend):
+    base = demo_backend.chat(SHORT, temperature=0, max_tokens=30)
+    assert base.finish_reason == "stop" and base.usage.completion_tokens < 10
+    eog = set(demo_backend._lm.eog_ids)
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=30, min_tokens=10)
+    assert c.usage.completion_tokens >= 10
+    assert not eog & set(c.info["token_ids"][:10])
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=12, min_tokens=12, ignore_eos=True)
+    assert c.usage.completion_tokens == 12 and c.finish_reason == "length"
+
+
+# --------------------------------------------------------------------------- token-level controls
+
+
+def test_allowed_token_ids(tiny_backend):
+    allowed = [word_id(tiny_backend, w) for w in ("hello", " world", " cat")]
+    c = tiny_backend.chat("hola", seed=3, max_tokens=12, allowed_token_ids=allowed)
+    assert set(c.info["token_ids"]) <= set(allowed)
+    assert len(set(c.info["token_ids"])) > 1  # sampled among them, not stuck
+
+
+def test_logit_bias_forces_a_token(demo_backend):
+    tok = word_id(demo_backend, " banana")
+    c = demo_backend.chat(FRANCE, seed=5, max_tokens=4, logit_bias={tok: 100})
+    assert c.info["token_ids"] == [tok] * 4
+    c = demo_backend.chat(FRANCE, temperature=0, max_tokens=4, logit_bias={tok: 1000})  # clamped to 100
+    assert c.info["token_ids"] == [tok] * 4
+
+
+def test_seeds(tiny_backend):
+    a = tiny_backend.chat("hola", seed=42, max_tokens=10, ignore_eos=True)
+    b = tiny_backend.chat("hola", seed=42, max_tokens=10, ignore_eos=True)
+    assert a.info["token_ids"] == b.info["token_ids"]
+    d = tiny_backend.chat("hola", seed=43, max_tokens=10, ignore_eos=True)
+    assert d.info["token_ids"] != a.info["token_ids"]
+    u1 = tiny_backend.chat("hola", max_tokens=10, ignore_eos=True)
+    u2 = tiny_backend.chat("hola", seed=-1, max_tokens=10, ignore_eos=True)
+    assert u1.info["token_ids"] != u2.info["token_ids"]  # unseeded requests are random, as on vLLM
+    assert not u1.info["seeded"] and a.info["seeded"]
+    again = tiny_backend.chat("hola", seed=u1.info["seed"], max_tokens=10, ignore_eos=True)
+    assert again.info["token_ids"] == u1.info["token_ids"]  # the seed used is reported
+
+
+def test_n_choices(demo_backend):
+    c = demo_backend.chat(FRANCE, n=3, seed=9, max_tokens=8)
+    assert len(c.choices) == 3 and [x.index for x in c.choices] == [0, 1, 2]
+    assert c.choices[0] is c
+    singles = [demo_backend.chat(FRANCE, seed=9 + i, max_tokens=8).content for i in range(3)]
+    assert [x.content for x in c.choices] == singles  # choice i uses seed + i
+    assert c.usage.completion_tokens == sum(len(x.info["token_ids"]) for x in c.choices)
+
+
+def test_temperature_zero_is_deterministic_argmax(demo_backend):
+    a = demo_backend.chat(FRANCE, temperature=0, max_tokens=6)
+    b = demo_backend.chat(FRANCE, temperature=0, max_tokens=6, seed=123)
+    assert a.info["token_ids"] == b.info["token_ids"]
+    logits = demo_backend.next_token_logits(FRANCE)
+    assert a.info["token_ids"][0] == int(np.argmax(logits))
+
+
+def test_penalties_match_reference(demo_backend):
+    """Greedy after bias and penalties = argmax of gsexplore.sampling's penalised logits."""
+    logits = demo_backend.next_token_logits(FRANCE)
+    order = np.argsort(-logits)
+    prompt_ids, output_ids = order[:3].tolist(), [int(order[3])] * 2 + [int(order[4])]
+    kw = dict(repetition_penalty=1.8, presence_penalty=0.5, frequency_penalty=0.7,
+              logit_bias={int(order[6]): 1.5})
+    ref = sampling.stages(logits, temperature=0, prompt_ids=prompt_ids, output_ids=output_ids, **kw)[1].logits
+    got = demo_backend.sample_from_logits(logits, temperature=0, seed=0, prompt_ids=prompt_ids,
+                                          output_ids=output_ids, **kw)
+    assert got == int(np.argmax(ref)) != int(np.argmax(logits))
+
+
+def test_repetition_penalty_blocks_prompt_tokens(demo_backend):
+    q = "Repeat this exactly: apple apple apple apple"
+    base = demo_backend.chat(q, temperature=0, max_tokens=12)
+    prompt = set(base.info["prompt_token_ids"])
+    assert prompt & set(base.info["token_ids"])
+    c = demo_backend.chat(q, temperature=0, max_tokens=12, repetition_penalty=1000)
+    out = c.info["token_ids"]
+    assert not prompt & set(out)          # prompt tokens are penalised too (vLLM, unlike llama.cpp's last-64)
+    assert len(set(out)) == len(out)      # and every output token once seen
+
+
+@pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
+def test_output_penalties_reduce_repetition(demo_backend, name):
+    def distinct(c):
+        ids = c.info["token_ids"]
+        return len(set(ids)) / len(ids)
+
+    base = demo_backend.chat(FRANCE, temperature=0, max_tokens=32)
+    c = demo_backend.chat(FRANCE, temperature=0, max_tokens=32, **{name: 1.5})
+    assert distinct(c) > distinct(base) + 0.2
+
+
+# --------------------------------------------------------------------------- prompt
+
+
+def test_enable_thinking_false_reaches_template(tiny_backend):
+    on = tiny_backend.render_prompt("hola")
+    off = tiny_backend.render_prompt("hola", chat_template_kwargs={"enable_thinking": False})
+    assert "<think>" not in on
+    assert off == on + "<think>\n\n</think>\n\n"
+
+
+def test_truncate_prompt_tokens_keeps_the_last(demo_backend):
+    full = demo_backend.prompt_token_ids(FRANCE)
+    c = demo_backend.chat(FRANCE, temperature=0, max_tokens=2, truncate_prompt_tokens=6)
+    assert c.usage.prompt_tokens == 6 and c.info["prompt_token_ids"] == full[-6:]
+
+
+def test_add_special_tokens_is_the_tokenizers(demo_backend, tiny_backend):
+    # llama.cpp adds what the GGUF's tokenizer adds (add_bos_token); both offline models add
+    # nothing, like their Hugging Face tokenizers on a vLLM server
+    for b in (demo_backend, tiny_backend):
+        text = b.render_prompt(FRANCE)
+        with_special = b.prompt_token_ids(FRANCE, add_special_tokens=True)
+        assert with_special == b.llama.tokenize(text.encode(), add_bos=True, special=True)
+        assert with_special == b.prompt_token_ids(FRANCE)
+
+
+def test_prefix_reuse_skips_the_prompt(demo_backend):
+    llm = demo_backend.llama
+    seen: list[int] = []
+    orig = llm.eval
+
+    def counting(tokens):
+        seen.append(len(tokens))
+        return orig(tokens)
+
+    demo_backend.chat(STORY, seed=1, max_tokens=3)
+    llm.eval = counting
+    try:
+        demo_backend.chat(STORY, seed=2, max_tokens=3, temperature=0.5)  # same prompt, other params
+        assert seen == [1, 1]                 # only the generated tokens were evaluated
+        seen.clear()
+        demo_backend.chat([{"role": "user", "content": STORY + " With a cat."}], seed=2, max_tokens=1)
+        n_prompt = len(demo_backend.prompt_token_ids(STORY + " With a cat."))
+        assert 0 < seen[0] < n_prompt - 10    # the common prefix was kept
+    finally:
+        del llm.eval
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_skip_special_tokens(demo_backend):
+    start = 1  # <|im_start|>, a control token
+    kept = demo_backend.chat(FRANCE, temperature=0, max_tokens=3, logit_bias={start: 100},
+                             skip_special_tokens=False)
+    assert kept.content == "<|im_start|>" * 3
+    skipped = demo_backend.chat(FRANCE, temperature=0, max_tokens=3, logit_bias={start: 100})
+    assert skipped.content == "" and skipped.info["token_ids"] == [start] * 3
+    # vLLM's fast detokenizer never inserts spaces between special tokens: same text either way
+    nospace = demo_backend.chat(FRANCE, temperature=0, max_tokens=3, logit_bias={start: 100},
+                                skip_special_tokens=False, spaces_between_special_tokens=False)
+    assert nospace.content == kept.content
+
+
+def test_eos_text_only_with_include_stop_str(demo_backend):
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=10, skip_special_tokens=False)
+    assert "<|im_end|>" not in c.content
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=10, skip_special_tokens=False,
+                          include_stop_str_in_output=True)
+    assert c.content.endswith("<|im_end|>")
+
+
+def test_utf8_split_across_tokens(tiny_backend):
+    lm = tiny_backend._lm
+    byte_tok = {lm.piece(i)[0]: i for i in range(300) if len(lm.piece(i)[0]) == 1}
+    allowed = [byte_tok[b"\xc3"], byte_tok[b"\xa9"], word_id(tiny_backend, " ok")]
+    kw = dict(seed=4, max_tokens=24, allowed_token_ids=allowed, chat_template_kwargs={"enable_thinking": False})
+    c = tiny_backend.chat("hola", **kw)
+    raw = b"".join(lm.piece(t)[0] for t in c.info["token_ids"])
+    assert "é" in c.content
+    assert c.content == raw.decode("utf-8", errors="replace")
+    deltas = list(tiny_backend.stream("hola", **kw))
+    assert "".join(d.text for d in deltas[:-1]) == c.content
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def test_think_block_splits_into_reasoning_and_content(tiny_backend):
+    lm = tiny_backend._lm
+    a, b = word_id(tiny_backend, " ok"), word_id(tiny_backend, " no")
+    allowed = [lm.think_end, a, b]  # no <think> needed: Qwen3's parser starts in reasoning
+    for seed in range(50):
+        c = tiny_backend.chat("hola", seed=seed, max_tokens=8, allowed_token_ids=allowed)
+        ids = c.info["token_ids"]
+        if lm.think_end in ids[1:-1]:
+            break
+    else:  # pragma: no cover
+        pytest.fail("no seed gave </think> in the middle")
+    raw = "".join(lm.token_str(t) for t in ids)
+    want_r, want_c = reasoning.split_reasoning(raw)
+    assert (c.reasoning_content, c.content) == (want_r, want_c)
+    assert c.reasoning_content and c.content and "</think>" not in c.reasoning_content + c.content
+    assert c.usage.reasoning_tokens == ids.index(lm.think_end)
+    deltas = list(tiny_backend.stream("hola", seed=seed, max_tokens=8, allowed_token_ids=allowed))
+    kinds = [d.kind for d in deltas[:-1]]
+    assert kinds == sorted(kinds, key=lambda k: k != "reasoning")  # reasoning first, then content
+    assert "".join(d.text for d in deltas if d.kind == "reasoning") == c.reasoning_content
+    assert "".join(d.text for d in deltas if d.kind == "content") == c.content
+
+
+def test_unterminated_think_is_reasoning_and_thinking_off_is_content(tiny_backend):
+    a, b = word_id(tiny_backend, " ok"), word_id(tiny_backend, " no")
+    c = tiny_backend.chat("hola", seed=1, max_tokens=6, allowed_token_ids=[a, b])
+    assert c.content is None and c.reasoning_content.strip() and c.usage.reasoning_tokens == 6
+    off = tiny_backend.chat("hola", seed=1, max_tokens=6, allowed_token_ids=[a, b, tiny_backend._lm.think_end],
+                            chat_template_kwargs={"enable_thinking": False})
+    assert off.reasoning_content is None and off.content  # the prompt closed the think block
+
+
+def test_models_without_think_have_no_reasoning(demo_backend):
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=5)
+    assert c.reasoning_content is None and c.usage.reasoning_tokens is None
+
+
+def test_reasoning_splitter_units():
+    s = reasoning.ReasoningSplitter()
+    text = "<think>\nlet me see</think>\n\nHola"
+    for cut in range(len(text) + 1):  # any chunking gives the same result
+        s = reasoning.ReasoningSplitter()
+        s.feed(text[:cut]), s.feed(text[cut:]), s.finish()
+        assert s.result() == ("\nlet me see", "\n\nHola") == reasoning.split_reasoning(text)
+    s = reasoning.ReasoningSplitter()
+    assert s.feed("a</th") == [("reasoning", "a")] and s.feed("x") == [("reasoning", "</thx")]
+    assert reasoning.split_reasoning("cut <think>short") == ("short", None)
+    assert reasoning.split_reasoning("plain", thinking_enabled=False) == (None, "plain")
+    assert reasoning.reasoning_ended_in_prompt([5, 1, 7, 2, 9], 1, 2)
+    assert not reasoning.reasoning_ended_in_prompt([2, 1, 9], 1, 2)
+    assert reasoning.count_reasoning_tokens([1, 5, 6, 2, 8], 1, 2) == 2
+
+
+# --------------------------------------------------------------------------- logprobs
+
+
+def test_logprobs_are_raw_log_softmax(demo_backend):
+    logits = demo_backend.next_token_logits(FRANCE)
+    ref = log_softmax(logits)
+    # sampled with a hot temperature and penalties: logprobs still describe the raw model
+    c = demo_backend.chat(FRANCE, seed=3, temperature=1.7, repetition_penalty=1.3, max_tokens=3,
+                          logprobs=True, top_logprobs=5)
+    lp = c.logprobs
+    assert len(lp) == 3
+    first = lp[0]
+    tok = c.info["token_ids"][0]
+    assert type(first["logprob"]) is float
+    assert first["logprob"] == pytest.approx(ref[tok], abs=1e-4)
+    assert first["bytes"] == list(demo_backend._lm.piece(tok)[0])
+    assert first["token"] == demo_backend._lm.token_str(tok)
+    tops = first["top_logprobs"]
+    assert [t["token"] for t in tops] == [demo_backend._lm.token_str(int(i)) for i in np.argsort(-ref)[:5]]
+    assert [t["logprob"] for t in tops] == pytest.approx(np.sort(ref)[::-1][:5], abs=1e-4)
+    assert all(type(t["logprob"]) is float for e in lp for t in e["top_logprobs"])
+    assert c.raw["choices"][0]["logprobs"]["content"] == lp
+    ids = demo_backend.chat(FRANCE, temperature=0, max_tokens=2, logprobs=True, top_logprobs=2,
+                            return_tokens_as_token_ids=True)
+    e = ids.logprobs[0]
+    assert e["token"] == f"token_id:{ids.info['token_ids'][0]}"
+    assert all(t["token"].startswith("token_id:") for t in e["top_logprobs"])
+    none = demo_backend.chat(FRANCE, temperature=0, max_tokens=2, logprobs=True)
+    assert none.logprobs[0]["top_logprobs"] == []
+
+
+def test_prompt_logprobs(demo_backend, demo_model_path):
+    import llama_cpp
+
+    q = "Name a fruit."
+    c = demo_backend.chat(q, temperature=0, max_tokens=4, prompt_logprobs=2)
+    ids = c.info["prompt_token_ids"]
+    pl = c.prompt_logprobs
+    assert len(pl) == len(ids) and pl[0] is None
+    ref_llm = llama_cpp.Llama(str(demo_model_path), n_ctx=256, logits_all=True, verbose=False)
+    ref_llm.eval(ids)
+    for i in range(1, len(ids)):
+        ref = log_softmax(ref_llm.scores[i - 1])
+        entry = pl[i]
+        got = entry[str(ids[i])]
+        assert got["logprob"] == pytest.approx(ref[ids[i]], abs=1e-3)
+        assert got["rank"] == int((ref > ref[ids[i]]).sum()) + 1
+        assert got["decoded_token"] == demo_backend._lm.token_str(ids[i])
+        top = [int(t) for t in np.argsort(-ref)[:2]]
+        assert {str(t) for t in top} <= set(entry) and len(entry) <= 3
+        assert [entry[str(t)]["rank"] for t in top] == [1, 2]
+    # the KV cache is consistent afterwards: same greedy answer as without prompt_logprobs
+    assert demo_backend.chat(q, temperature=0, max_tokens=4).content == c.content
+    with pytest.raises(ParamsError):
+        demo_backend.stream(q, prompt_logprobs=1, stream=True)
+
+
+# --------------------------------------------------------------------------- defaults and errors
+
+
+def test_defaults_are_vllms(demo_backend, tiny_backend):
+    for b in (demo_backend, tiny_backend):
+        eff = b.effective_sampling()
+        assert eff == {"temperature": 1.0, "top_k": -1, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0,
+                       "presence_penalty": 0.0, "frequency_penalty": 0.0, "greedy": False, "chain": ["dist"]}
+    eff = demo_backend.effective_sampling(temperature=0.7, top_k=20, top_p=0.9, min_p=0.1)
+    assert eff["chain"] == ["temp(0.7)", "min_p(0.1)", "top_k(20)", "top_p(0.9)", "dist"]  # vLLM's order
+    assert demo_backend.effective_sampling(top_k=0)["chain"] == ["dist"]  # 0 is off, as in vLLM
+    assert demo_backend.effective_sampling(temperature=0)["greedy"]
+    meta = {"general.sampling.temp": "0.6", "general.sampling.top_k": "20", "general.sampling.top_p": "0.95",
+            "general.sampling.min_p": "0.000000", "general.sampling.penalty_repeat": "1.1"}
+    assert _gguf_sampling(meta) == {"temperature": 0.6, "top_k": 20, "top_p": 0.95, "min_p": 0.0,
+                                    "repetition_penalty": 1.1}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("use_beam_search", True),
+    ("length_penalty", 0.5),
+    ("priority", 1),
+    ("logits_processors", ["my_processor"]),
+    ("guided_json", {"type": "object"}),
+    ("guided_regex", "[a-z]+"),
+    ("guided_choice", ["sí", "no"]),
+    ("guided_grammar", 'root ::= "a"'),
+    ("response_format", {"type": "json_object"}),
+    ("guided_decoding_backend", "outlines"),
+    ("guided_whitespace_pattern", r"\s*"),
+    ("extra_body", {"foo": 1}),
+])
+def test_unsupported_params_raise(tiny_backend, field, value):
+    with pytest.raises(UnsupportedParam) as e:
+        tiny_backend.chat("hola", max_tokens=1, **{field: value})
+    assert e.value.param == field and e.value.backend == "local"
+
+
+def test_default_valued_params_are_accepted(tiny_backend):
+    c = tiny_backend.chat("hola", max_tokens=1, use_beam_search=False, length_penalty=1.0, priority=0,
+                          response_format={"type": "text"}, model=tiny_backend.model)
+    assert c.usage.completion_tokens == 1
+
+
+def test_model_and_stream_params(tiny_backend):
+    with pytest.raises(ParamsError) as e:
+        tiny_backend.chat("hola", max_tokens=1, model="Qwen/Qwen3-1.7B")
+    assert e.value.field == "model"
+    with pytest.raises(ParamsError) as e:
+        tiny_backend.chat("hola", max_tokens=1, stream=True)
+    assert e.value.field == "stream" and "stream()" in str(e.value)
+
+
+# --------------------------------------------------------------------------- backend plumbing
+
+
+def test_loaded_model_is_shared(demo_backend, demo_model_path):
+    again = LocalBackend(str(demo_model_path), n_ctx=2048)
+    assert again.llama is demo_backend.llama and again.lock is demo_backend.lock
+    private = LocalBackend(str(demo_model_path), n_ctx=2048, shared=False)
+    assert private.llama is not demo_backend.llama
+
+
+def test_info(tiny_backend):
+    info = tiny_backend.info()
+    assert info["architecture"] == "qwen3" and info["vocab_size"] == 151936 and info["n_ctx"] == 2048
+    assert isinstance(info["gpu_offload_supported"], bool)
+    assert info["n_gpu_layers"] == -1
+    assert info["layers_offloaded"] == (info["n_layer"] if info["gpu_offload_supported"] else 0)
+    assert info["reasoning_parser"] == "qwen3" and info["sampling_defaults"] == {}
+
+
+def test_stream_equals_chat(demo_backend):
+    kw = dict(seed=11, max_tokens=25, temperature=0.9)
+    c = demo_backend.chat(FRANCE, **kw)
+    deltas = list(demo_backend.stream(FRANCE, **kw))
+    assert deltas[-1].kind == "done" and all(d.kind == "content" for d in deltas[:-1])
+    assert "".join(d.text for d in deltas[:-1]) == c.content == deltas[-1].completion.content
+    assert deltas[-1].completion.ttft_s is not None
+
+
+async def test_achat_and_astream(demo_backend):
+    kw = dict(seed=12, max_tokens=10)
+    c, s = await asyncio.gather(demo_backend.achat(FRANCE, **kw),
+                                _collect(demo_backend.astream(FRANCE, **kw)))
+    assert "".join(d.text for d in s[:-1]) == c.content == s[-1].completion.content
+
+
+async def _collect(agen):
+    return [d async for d in agen]
+
+
+# --------------------------------------------------------------------------- the sampler, statistically
+
+
+@pytest.mark.parametrize("settings", [
+    {"temperature": 2.0, "min_p": 0.2},
+    {"temperature": 1.5, "top_k": 5, "top_p": 0.6},
+    {"temperature": 0.8, "top_p": 0.9},
+])
+def test_first_token_frequencies_match_reference(demo_backend, settings):
+    """>= 2000 first tokens with different seeds vs gsexplore.sampling on the model's own logits."""
+    q = "Tell me a short story."
+    logits = demo_backend.next_token_logits(q)
+    ref = sampling.next_token_distribution(logits, **settings)
+    support = int(np.count_nonzero(ref))
+    n = 2000
+    draws = np.array([demo_backend.sample_from_logits(logits, seed=s, **settings) for s in range(n)])
+    counts = np.bincount(draws, minlength=logits.size)
+    assert not counts[ref == 0].any()  # nothing outside the reference support
+    # with probability >= 0.999 a correct sampler stays within this TV distance
+    assert sampling.total_variation(counts / n, ref) <= sampling.tv_bound(n, support, alpha=1e-3)
+    # end to end through chat(max_tokens=1): the prompt is evaluated once, each draw reuses it
+    m = 200
+    firsts = [demo_backend.chat(q, max_tokens=1, seed=10_000 + s, **settings).info["token_ids"][0]
+              for s in range(m)]
+    emp = np.bincount(firsts, minlength=logits.size) / m
+    assert not emp[ref == 0].any()
+    assert sampling.total_variation(emp, ref) <= sampling.tv_bound(m, support, alpha=1e-3)
