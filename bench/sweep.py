@@ -8,11 +8,12 @@
      is evaluated every time.
    Prints both times and their ratio.
 2. The peak memory of `gsexplore.store.load` building a 10,000-row DataFrame from a
-   JSONL store and from a Parquet store (a fresh subprocess each: tracemalloc's peak
-   of Python allocations, and the growth of the process's peak RSS, which also
-   counts Arrow's buffers).
+   JSONL store and from a Parquet store (fresh subprocesses: the time and the growth
+   of the peak RSS, which also counts Arrow's buffers, in one; tracemalloc's peak of
+   Python allocations in another, since tracing slows allocation down).
 
-    .venv/bin/python bench/sweep.py [--tokens 8] [--rows 10000] [--model demo]
+    .venv/bin/python bench/sweep.py [--tokens 8] [--prompt-tokens 1000] [--rows 10000] [--model demo]
+        [--n-threads N] [--skip-prefix]
 """
 from __future__ import annotations
 
@@ -47,13 +48,18 @@ def long_prompt(backend, target: int = 1000) -> tuple[str, int]:
         text, i = candidate, i + 1
 
 
-def bench_prefix(model: str, tokens: int) -> None:
+def bench_prefix(model: str, tokens: int, prompt_tokens: int, n_threads: int | None) -> None:
     from gsexplore.backends.base import Backend
     from gsexplore.backends.local import LocalBackend
     from gsexplore.params import Params
     from gsexplore.sweep import sweep
 
-    local = LocalBackend(model)
+    local = LocalBackend(model, n_threads=n_threads)
+
+    def forget() -> None:
+        with local.lock:
+            local.llama.reset()  # n_tokens = 0: nothing of the last prompt is reused
+            local._lm.saved_tokens = None  # nor the logits saved after it
 
     class ResetEveryTime(Backend):
         """The same backend with llama.cpp's KV cache emptied before each request."""
@@ -61,9 +67,7 @@ def bench_prefix(model: str, tokens: int) -> None:
         name, model = local.name, local.model
 
         def chat(self, messages, params=None, **kw):
-            with local.lock:
-                local.llama.reset()  # n_tokens = 0: nothing of the last prompt is reused
-                local._lm.saved_tokens = None  # and no saved logits of it either
+            forget()
             return local.chat(messages, params, **kw)
 
         async def achat(self, *a, **k):
@@ -75,22 +79,22 @@ def bench_prefix(model: str, tokens: int) -> None:
         def astream(self, *a, **k):
             raise NotImplementedError
 
-    prompt, n_prompt = long_prompt(local)
+    prompt, n_prompt = long_prompt(local, prompt_tokens)
     grid = {"temperature": [0.2, 0.5, 0.8, 1.1, 1.4], "top_k": [10, 40, 100, -1]}
     base = Params(max_tokens=tokens)
     local.chat("Hola", base)  # load and warm up
+    print(f"20 settings, one {n_prompt}-token prompt, max_tokens={tokens}, model {local.model}, "
+          f"n_threads={local.llama.n_threads}:")
     times = {}
-    for label, backend in (("prefix-cache order", local), ("prompt re-evaluated", ResetEveryTime()),
-                           ("prefix-cache order (again)", local)):
+    for label, backend in (("prefix-cache order (gs.sweep)", local), ("prompt re-evaluated", ResetEveryTime())):
+        forget()  # both start cold: the friendly order evaluates the prompt once
         t0 = time.perf_counter()
         df = sweep(backend, [prompt], grid=grid, base=base, progress=False)
         times[label] = time.perf_counter() - t0
         assert len(df) == 20 and df.error_type.isna().all(), df.error_message.dropna().head()
-        print(f"{label:28s} {times[label]:7.2f} s  ({times[label] / 20 * 1000:6.0f} ms/request)")
-    fast = min(times["prefix-cache order"], times["prefix-cache order (again)"])
-    print(f"20 settings, one {n_prompt}-token prompt, max_tokens={tokens}, model {local.model}:")
-    print(f"  re-evaluating the prompt every time is {times['prompt re-evaluated'] / fast:.1f}x slower "
-          f"than the prefix-cache-friendly order")
+        print(f"  {label:30s} {times[label]:7.2f} s  ({times[label] / 20 * 1000:6.0f} ms/request)", flush=True)
+    ratio = times["prompt re-evaluated"] / times["prefix-cache order (gs.sweep)"]
+    print(f"  re-evaluating the prompt every time is {ratio:.1f}x slower than the prefix-cache-friendly order")
 
 
 CHILD = """
@@ -103,11 +107,12 @@ def rss_peak_kb():
 import pandas, pyarrow.parquet
 from gsexplore.store import load
 before = rss_peak_kb()
-tracemalloc.start()
+if {traced}:
+    tracemalloc.start()  # slows allocation-heavy code down: timed in a separate run
 t0 = time.perf_counter()
 df = load({path!r})
 dt = time.perf_counter() - t0
-peak = tracemalloc.get_traced_memory()[1]
+peak = tracemalloc.get_traced_memory()[1] if {traced} else 0
 print(json.dumps({{"rows": len(df), "cols": df.shape[1], "seconds": dt, "tracemalloc_peak_mb": peak / 2**20,
                   "rss_growth_mb": (rss_peak_kb() - before) / 1024,
                   "frame_mb": df.memory_usage(deep=True).sum() / 2**20}}))
@@ -147,9 +152,14 @@ def bench_memory(n_rows: int) -> None:
             st.close()
             if path.suffix == ".parquet":
                 compact(path)
-            out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), path=str(path))],
-                                 capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r: dict = {}
+            for traced in (False, True):
+                code = CHILD.format(root=str(ROOT), path=str(path), traced=traced)
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+                if out.returncode:
+                    sys.exit(f"measuring load({path.name}) failed:\n{out.stderr}")
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                r.update(got if not traced else {"tracemalloc_peak_mb": got["tracemalloc_peak_mb"]})
             size = path.stat().st_size / 2**20
             print(f"load({path.name}) {r['rows']:,} rows x {r['cols']} cols from {size:.1f} MB: "
                   f"{r['seconds']:.2f} s, peak Python allocations {r['tracemalloc_peak_mb']:.0f} MB "
@@ -161,11 +171,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=8, help="max_tokens of each request")
     ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--prompt-tokens", type=int, default=1000, help="length of the shared prompt")
     ap.add_argument("--model", default="demo")
-    ap.add_argument("--skip-prefix", action="store_true")
+    ap.add_argument("--n-threads", type=int, default=None, help="llama.cpp threads (default: its own)")
+    ap.add_argument("--skip-prefix", action="store_true", help="only the memory measurement")
     args = ap.parse_args()
     if not args.skip_prefix:
-        bench_prefix(args.model, args.tokens)
+        bench_prefix(args.model, args.tokens, args.prompt_tokens, args.n_threads)
     bench_memory(args.rows)
 
 

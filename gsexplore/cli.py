@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -107,6 +106,8 @@ def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["n_ctx"] = args.n_ctx
     if getattr(args, "n_gpu_layers", None) is not None:
         kw["n_gpu_layers"] = args.n_gpu_layers
+    if getattr(args, "n_threads", None) is not None:
+        kw["n_threads"] = args.n_threads
     return kw
 
 
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--instances", type=int, default=1, help="model instances loaded (parallel generations)")
     sp.add_argument("--n-ctx", type=int, help="context length of each instance")
     sp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
+    sp.add_argument("--n-threads", type=int, help="CPU threads of each instance (default: llama.cpp's)")
     sp.add_argument("--max-tokens-cap", type=int, default=4096, help="largest max_tokens accepted "
                     "(also used when a request sets none)")
     sp.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a free instance")
@@ -320,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--system", help="a system message")
     cp.add_argument("--n-ctx", type=int)
     cp.add_argument("--n-gpu-layers", type=int)
+    cp.add_argument("--n-threads", type=int)
     cp.add_argument("--no-stream", action="store_true", help="print the answer when it is complete")
     cp.add_argument("--json", action="store_true", help="also print the raw response (one-shot only)")
     cp.add_argument("-q", "--quiet", action="store_true", help="no summary line")

@@ -175,7 +175,7 @@ def distribution(df: pd.DataFrame, x: str, y: str, hue: str | None = None, kind:
             continue
         if kind == "box":
             bp = ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True,
-                            manage_ticks=False)
+                            manage_ticks=False, medianprops={"color": "black", "gid": "median"})
             for b in bp["boxes"]:
                 b.set_facecolor(color)
                 b.set_alpha(0.6)

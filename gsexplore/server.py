@@ -19,6 +19,7 @@ last chunk (the assembled answer is the same as vLLM's).
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import ipaddress
 import json
@@ -71,7 +72,11 @@ def load_keys(api_key_file: str | os.PathLike[str] | None = None, env: dict[str,
     """Server keys from a file (one per line, # comments) and from $GSEXPLORE_SERVER_KEYS (comma-separated)."""
     keys: set[str] = set()
     if api_key_file:
-        for line in Path(api_key_file).read_text(encoding="utf-8").splitlines():
+        try:
+            text = Path(api_key_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise GSExploreError(f"cannot read the API key file {api_key_file}: {e.strerror or e}") from None
+        for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
                 keys.add(line)
@@ -111,9 +116,9 @@ class ModelPool:
             raise GSExploreError("serve needs at least one model instance")
         self.backends = list(backends)
         self.max_queue = max_queue
-        self.free: asyncio.Queue[Any] = asyncio.Queue()
-        for b in self.backends:
-            self.free.put_nowait(b)
+        # a free list and waiting futures rather than an asyncio.Queue, which would bind to one event loop
+        self._free: collections.deque[Any] = collections.deque(self.backends)
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.executor = ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="gsexplore-gen")
         self.pending = 0  # admitted and not finished (waiting or generating)
         self.served = 0
@@ -136,6 +141,28 @@ class ModelPool:
     def leave(self) -> None:
         self.pending -= 1
 
+    async def _acquire(self) -> Any:
+        if self._free:
+            return self._free.popleft()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release(fut.result())  # handed over just as the request went away
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def _release(self, backend: Any) -> None:
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(backend)
+                return
+        self._free.append(backend)
+
     def _worker(self, loop: asyncio.AbstractEventLoop, backend: Any, fn: Any) -> Any:
         t0 = time.perf_counter()
         try:
@@ -144,16 +171,16 @@ class ModelPool:
             self._busy_s += time.perf_counter() - t0
             self.served += 1
             # released from the worker itself, so a cancelled request never frees a busy model
-            loop.call_soon_threadsafe(self.free.put_nowait, backend)
+            loop.call_soon_threadsafe(self._release, backend)
 
     async def run(self, fn: Any) -> Any:
         """`fn(backend)` on a free instance, in a worker thread."""
         loop = asyncio.get_running_loop()
-        backend = await self.free.get()
+        backend = await self._acquire()
         try:
             fut = loop.run_in_executor(self.executor, self._worker, loop, backend, fn)
         except BaseException:
-            self.free.put_nowait(backend)
+            self._release(backend)
             raise
         return await fut
 
@@ -189,8 +216,9 @@ def response_dict(c: Completion, model: str) -> dict[str, Any]:
             "usage": c.usage.to_dict(), "prompt_logprobs": c.prompt_logprobs,
         }
     raw["model"] = model
-    raw.setdefault("id", _new_id())
-    if not str(raw["id"]).startswith("chatcmpl-"):
+    if not raw.get("id"):
+        raw["id"] = _new_id()
+    elif not str(raw["id"]).startswith("chatcmpl-"):
         raw["id"] = f"chatcmpl-{raw['id']}"
     return raw
 
@@ -231,6 +259,21 @@ class _Chunks:
         return b"data: " + json.dumps(error_body(status, message, type_), ensure_ascii=False).encode() + b"\n\n"
 
     DONE = b"data: [DONE]\n\n"
+
+
+class _EventStream(StreamingResponse):
+    """SSE whose clean-up runs even when the client leaves before the first byte is sent."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Any, task: asyncio.Future[Any],
+                 headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._on_close, self._task = on_close, task
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 def _exception_reject(exc: BaseException) -> _Reject:
@@ -437,15 +480,31 @@ def create_app(
             finally:
                 loop.call_soon_threadsafe(q.put_nowait, ("end", None))
 
-        task = asyncio.ensure_future(pool.run(produce))
+        async def run_producer() -> None:
+            try:
+                await pool.run(produce)
+            except BaseException as e:  # noqa: BLE001 - it never reached the model: tell the client
+                q.put_nowait(("error", e))
+                q.put_nowait(("end", None))
+
+        task = asyncio.ensure_future(run_producer())
+        closed = False
+
+        def close() -> None:
+            """Stop generating and count the request out, once, however the response ends."""
+            nonlocal closed
+            if not closed:
+                closed = True
+                cancel.set()
+                pool.leave()
+
         try:
             first = await q.get()
         except BaseException:
-            cancel.set()
-            pool.leave()
+            close()
             raise
         if first[0] != "delta":
-            pool.leave()
+            close()
             err = first[1] if first[0] == "error" else GSExploreError("the model produced nothing")
             return reject_response(_exception_reject(err))
         chunks = _Chunks(model, p.n or 1, include_usage)
@@ -468,12 +527,10 @@ def create_app(
                     item = await q.get()
                 yield chunks.DONE
             finally:
-                cancel.set()
-                pool.leave()
-                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                close()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"x-request-id": chunks.id, "Cache-Control": "no-cache"})
+        return _EventStream(events(), on_close=close, task=task,
+                            headers={"x-request-id": chunks.id, "Cache-Control": "no-cache"})
 
     async def list_models(request: Request) -> Response:
         try:

@@ -76,7 +76,11 @@ def _clean(v: Any) -> Any:
 
 def frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """A DataFrame of sweep rows with the stable columns and dtypes (ints stay ints)."""
-    df = pd.DataFrame.from_records(list(rows))
+    return conform(pd.DataFrame.from_records(list(rows)))
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """df with every sweep column, in order (missing ones empty, extra ones last), and its dtypes."""
     extra = [c for c in df.columns if c not in ROW_COLUMNS]
     df = df.reindex(columns=ROW_COLUMNS + extra)
     return normalise(df)
@@ -237,11 +241,11 @@ def latest_attempts(df: pd.DataFrame) -> pd.DataFrame:
     """
     if df.empty or not set(KEY + ["run_id"]).issubset(df.columns):
         return df
-    order = pd.RangeIndex(len(df))
-    key = df[KEY].astype(str).agg("|".join, axis=1)
-    ok = df["error_type"].isna().to_numpy()
+    df = df.reset_index(drop=True)
+    key = df["cell_id"].astype(str) + "|" + df["repeat"].astype(str) + "|" + df["seed"].astype(str)
+    ok = df["error_type"].isna().to_numpy() if "error_type" in df.columns else True
     attempt = key + "#" + df["run_id"].astype(str)
-    tmp = pd.DataFrame({"key": key, "attempt": attempt, "ok": ok, "order": order})
+    tmp = pd.DataFrame({"key": key, "attempt": attempt, "ok": ok, "order": range(len(df))})
     # rank: successful attempts beat errors, later beats earlier
     tmp["rank"] = tmp["ok"].astype(int) * (len(df) + 1) + tmp["order"]
     best = tmp.loc[tmp.groupby("key")["rank"].idxmax(), "attempt"]
@@ -259,10 +263,9 @@ def load(path: str | os.PathLike, latest: bool = True) -> pd.DataFrame:
     path = Path(path)
     if not path.exists() and not Store(path).journal.exists():
         raise FileNotFoundError(f"no sweep store at {path}")
-    df = _raw(path)
+    df = conform(_raw(path))
     if latest:
         df = latest_attempts(df)
-    df = frame(df.to_dict("records")) if len(df) else frame([])
     df.attrs["store"] = str(path)
     meta = read_meta(path)
     if meta:
@@ -275,7 +278,7 @@ def compact(path: str | os.PathLike) -> None:
     st = Store(path)
     if st.format != "parquet" or not st.journal.exists():
         return
-    df = frame(_raw(st.path).to_dict("records"))
+    df = conform(_raw(st.path))
     tmp = st.path.with_name(st.path.name + ".tmp")
     st.path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(tmp, index=False)

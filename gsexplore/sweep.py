@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import sys
 import threading
@@ -60,7 +61,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from difflib import get_close_matches
 from itertools import product
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import pandas as pd
 
@@ -293,6 +294,7 @@ class SweepPlan:
     varied: list[str]
     prompt_tokens_est: int
     completion_tokens_max: int | None
+    repeats: int = 1
 
     def describe(self) -> str:
         """One line: requests, tokens, what the store already has."""
@@ -302,11 +304,24 @@ class SweepPlan:
         return (f"sweep {self.sweep_id}: {len(self.todo)} requests to run"
                 + (f" ({done} of {len(self.cells)} already in the store)" if done else "")
                 + f" = {len(self.settings)} settings x {len(self.prompts)} prompts x {len(self.backends)} "
-                f"backend(s) x repeats; ~{self.prompt_tokens_est:,} prompt tokens, {ctok} completion tokens")
+                f"backend(s) x {self.repeats} repeats; ~{self.prompt_tokens_est:,} prompt tokens, "
+                f"{ctok} completion tokens")
 
     def to_frame(self) -> pd.DataFrame:
         """The planned requests as rows (no results), for checking a sweep before running it."""
         return frame(_base_row(self.sweep_id, c) | {"run_id": None, "row_id": None} for c in self.cells)
+
+
+def _count_tokens(backend: Backend, prompt: Prompt, params: Params, cache: dict[tuple[int, str], int]) -> int:
+    """The prompt's tokens: counted by the backend's tokenizer when it has one, else estimated."""
+    key = (id(backend), prompt.key)
+    if key not in cache:
+        counter = getattr(backend, "prompt_token_ids", None)
+        try:
+            cache[key] = len(counter(prompt.messages, params)) if counter else _estimate_tokens(prompt.messages)
+        except Exception:  # counting is advice: fall back to the estimate
+            cache[key] = _estimate_tokens(prompt.messages)
+    return cache[key]
 
 
 def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -354,12 +369,13 @@ def plan(
                     [pr.messages for pr in plist], [p.cache_key() for _, p in settings], seed)[:10]
     done = done or set()
     todo = [c for c in cells if c.key not in done]
-    ptok = sum(_estimate_tokens(c.prompt.messages) for c in todo)
+    counted: dict[tuple[int, str], int] = {}
+    ptok = sum(_count_tokens(c.backend, c.prompt, c.params, counted) for c in todo)
     if all(c.params.max_tokens is not None for c in todo):
         ctok: int | None = sum(c.params.max_tokens * (c.params.n or 1) for c in todo)  # type: ignore[operator]
     else:
         ctok = None
-    return SweepPlan(sweep_id, cells, todo, settings, plist, blist, varied, ptok, ctok)
+    return SweepPlan(sweep_id, cells, todo, settings, plist, blist, varied, ptok, ctok, repeats)
 
 
 # --------------------------------------------------------------------------
@@ -523,8 +539,11 @@ class _Interrupted(Exception):
 
 class _Runner:
     def __init__(self, sp: SweepPlan, store: Store | None, *, concurrency: int, on_error: str,
-                 progress: bool, retries: int, backoff: float) -> None:
+                 progress: bool, retries: int, backoff: float, cancel: threading.Event | None = None,
+                 on_result: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.sp = sp
+        self.cancel = cancel
+        self.on_result = on_result
         self.store = store
         self.concurrency = concurrency
         self.on_error = on_error
@@ -539,7 +558,6 @@ class _Runner:
         self.failure: BaseException | None = None  # on_error="raise", or an interrupt in a worker
         self.secrets = _secrets(sp.backends)
         self.checker = _guided_checker()
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.pbar = None
         if progress:
             from tqdm.auto import tqdm
@@ -558,6 +576,14 @@ class _Runner:
                 self.pbar.update(1)
                 if self.errors:
                     self.pbar.set_postfix(errors=self.errors, refresh=False)
+        if self.on_result is not None:
+            try:
+                self.on_result(rows)
+            except Exception as exc:  # a display callback must not stop the sweep
+                log.warning("on_result callback failed: %s", exc)
+
+    def stopped(self) -> bool:
+        return self.stop.is_set() or (self.cancel is not None and self.cancel.is_set())
 
     def _fail(self, cell: Cell, exc: BaseException, latency: float | None) -> None:
         if self.on_error == "raise":
@@ -576,7 +602,7 @@ class _Runner:
         # token prefix with the previous call), then by params; repeats last
         cells = sorted(cells, key=lambda c: (c.backend_index, c.prompt.key, c.params.cache_key(), c.repeat))
         for cell in cells:
-            if self.stop.is_set():
+            if self.stopped():
                 return
             t0 = time.perf_counter()
             try:
@@ -589,7 +615,7 @@ class _Runner:
     # --- remote: asyncio, bounded, backing off on 429 -------------------------
     async def _one(self, sem: asyncio.Semaphore, cell: Cell) -> None:
         async with sem:
-            if self.stop.is_set():
+            if self.stopped():
                 return
             attempt = 0
             t0 = time.perf_counter()
@@ -597,7 +623,7 @@ class _Runner:
                 try:
                     c = await cell.backend.achat(list(cell.prompt.messages), cell.params)
                 except RateLimitError as exc:
-                    if attempt >= self.retries or self.stop.is_set():
+                    if attempt >= self.retries or self.stopped():
                         self._fail(cell, exc, time.perf_counter() - t0)
                         return
                     hint = exc.retry_after
@@ -614,7 +640,6 @@ class _Runner:
                     return
 
     async def _run_async(self, cells: list[Cell]) -> None:
-        self.loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(max(1, self.concurrency))
         tasks = [asyncio.create_task(self._one(sem, c)) for c in cells]
         try:
@@ -624,7 +649,7 @@ class _Runner:
                 for t in done:
                     if not t.cancelled() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
-                if self.stop.is_set():
+                if self.stopped():
                     break
         finally:
             for t in tasks:
@@ -691,7 +716,7 @@ def sweep(
     samples: dict[str, Any] | None = None,
     repeats: int = 1,
     base: Params | None = None,
-    store: str | None = None,
+    store: str | os.PathLike | None = None,
     concurrency: int = 8,
     on_error: Literal["record", "raise"] = "record",
     progress: bool = True,
@@ -702,11 +727,16 @@ def sweep(
     retries: int = 3,
     backoff: float = 1.0,
     dry_run: bool = False,
+    cancel: threading.Event | None = None,
+    on_result: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> pd.DataFrame:
     """Run every setting x prompt x backend x repeat and return one row per completion.
 
     See the module docstring for what varies, seeds, ordering, the store and resume.
-    ``dry_run=True`` returns the planned requests without running them.
+    ``dry_run=True`` returns the planned requests without running them. For panels
+    running a sweep in a thread: setting ``cancel`` stops it like Ctrl-C (finished
+    rows are returned), and ``on_result(rows)`` is called with the rows of each
+    finished request (from a worker thread).
     """
     if on_error not in ("record", "raise"):
         raise ParamsError(f"on_error must be 'record' or 'raise', not {on_error!r}", field="on_error")
@@ -751,7 +781,7 @@ def sweep(
         st.write_meta(sp.sweep_id, {k: attrs[k] for k in ("sweep", "varied", "backends", "versions")})
 
     runner = _Runner(sp, st, concurrency=concurrency, on_error=on_error, progress=progress,
-                     retries=retries, backoff=backoff)
+                     retries=retries, backoff=backoff, cancel=cancel, on_result=on_result)
     interrupted = False
     t0 = time.perf_counter()
     try:
@@ -761,6 +791,7 @@ def sweep(
     finally:
         runner.close()
     elapsed = time.perf_counter() - t0
+    interrupted = interrupted or (cancel is not None and cancel.is_set() and runner.finished < len(sp.todo))
 
     keys = {c.key for c in sp.cells}
     if st is not None:
@@ -770,7 +801,6 @@ def sweep(
         df = all_rows.loc[mask].reset_index(drop=True)
     else:
         df = latest_attempts(frame(runner.rows))
-        df = frame(df.to_dict("records")) if len(df) else frame([])
     remaining = len(sp.todo) - runner.finished
     attrs.update({"elapsed_s": round(elapsed, 3), "errors": runner.errors, "interrupted": interrupted,
                   "remaining": remaining})

@@ -20,10 +20,14 @@ from gsexplore.completion import Completion
 from gsexplore.errors import GSExploreError, ParamsError, UnsupportedParam
 from gsexplore.params import Params
 
+# Python warns about "[[]" and "&&" in classes, which the Python -> Rust regex tests use on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Possible (nested set|set):FutureWarning")
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 NO_THINK = {"enable_thinking": False}
 THINK_END = 151668  # Qwen3's </think>
 PROMPT = "Responde en el formato pedido. / Answer in the requested format."
+DEMO_PROMPT = "Answer in the requested format, please."
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -134,17 +138,17 @@ def test_json_schema_demo(demo, name):
     # alternate the two spellings: guided_json (str or dict) and the json_schema response_format
     if hash(name) % 2:
         p = Params(response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}},
-                   max_tokens=48, seed=3, temperature=0.7)
+                   max_tokens=32, seed=3, temperature=0.7)
     else:
-        p = Params(guided_json=json.dumps(schema), max_tokens=48, seed=3, temperature=0.7)
-    c = demo.chat(f"Give me an example of {name} as JSON.", p)
+        p = Params(guided_json=json.dumps(schema), max_tokens=32, seed=3, temperature=0.7)
+    c = demo.chat(DEMO_PROMPT, p)  # one prompt: the backend evaluates it once for all tests
     assert_honoured(c)
 
 
 def test_demo_finishes_real_json(demo):
     """With a real model most outputs finish; they all validate with jsonschema."""
     schema = FILE_SCHEMAS["persona"]
-    c = demo.chat("Inventa una persona.", Params(guided_json=schema, max_tokens=80, n=3, seed=11,
+    c = demo.chat("Inventa una persona.", Params(guided_json=schema, max_tokens=60, n=2, seed=11,
                                                  temperature=0.8))
     finished = [ch for ch in c.choices if ch.finish_reason == "stop"]
     assert finished
@@ -212,7 +216,7 @@ def test_regex_both_models(tiny, demo, rx):
     for ch in c.choices:
         if ch.finish_reason == "stop":
             assert re.fullmatch(rx, ch.content)
-    c = demo.chat("Write something.", Params(guided_regex=rx, max_tokens=24, seed=1, temperature=0.7))
+    c = demo.chat(DEMO_PROMPT, Params(guided_regex=rx, max_tokens=16, seed=1, temperature=0.7))
     assert_honoured(c)
 
 
@@ -264,7 +268,7 @@ def test_grammar_both_models(tiny, demo, name):
     assert guided.grammar_format(g) == ("gbnf" if name.endswith(".gbnf") else "lark")
     c = tiny.chat(PROMPT, Params(guided_grammar=g, max_tokens=20, seed=4, n=2, chat_template_kwargs=NO_THINK))
     assert_honoured(c)
-    c = demo.chat("Answer.", Params(guided_grammar=g, max_tokens=32, seed=4, temperature=0.7))
+    c = demo.chat(DEMO_PROMPT, Params(guided_grammar=g, max_tokens=24, seed=4, temperature=0.7))
     assert_honoured(c)
 
 
@@ -373,10 +377,11 @@ def test_thinking_constraint_applies_after_think_end(tiny):
 def test_thinking_is_not_constrained(tiny):
     """Thinking on: the reasoning is free text (a token the grammar forbids is drawn there)."""
     zzz = tiny.llama.tokenize(b" zzz", add_bos=False, special=False)[0]
+    piece = tiny.llama.detokenize([zzz]).decode()
     p = Params(guided_choice=["sí", "no"], logit_bias={zzz: 100}, max_tokens=4, seed=1)
     c = tiny.chat(PROMPT, p)
-    assert c.info["token_ids"] == [zzz] * 4
-    assert "zzz" in c.reasoning_content and not c.content
+    assert c.info["token_ids"] == [zzz] * 4  # a token the grammar forbids, drawn 4 times
+    assert (piece * 4).strip() in c.reasoning_content and not c.content
     v = guided.check(c)
     assert v.cut and v.ok
 
@@ -535,7 +540,8 @@ def test_empty_choice_and_invalid_schema_are_params_errors():
     (r"[[]", r"[\[]"),
     (r"[]a]", r"[]a]"),
     (r"[^]a[]", r"[^]a\[]"),
-    (r"[a&&b--c~~d]", r"[a&\&b-\-c~\~d]"),
+    (r"[a&&b~~c]", r"[a&\&b~\~c]"),
+    (r"[!--]", r"[!-\-]"),
     (r"\N{LATIN SMALL LETTER N WITH TILDE}", r"\x{f1}"),
     (r"[\]\[]\\Z", r"[\]\[]\\Z"),
 ])
@@ -637,7 +643,9 @@ def _schema_and_value():
         st.integers(0, 6).flatmap(lambda n: st.tuples(st.just({"type": "string", "maxLength": n}),
                                                       st.text("xyz ñ\"\\", max_size=n))),
         st.floats(-10, 10, allow_nan=False).flatmap(
-            lambda f: st.tuples(st.just({"type": "number", "minimum": -10, "maximum": 10}), st.just(round(f, 3)))),
+            # (+ 0.0: llguidance's number ranges do not accept "-0.0")
+            lambda f: st.tuples(st.just({"type": "number", "minimum": -10, "maximum": 10}),
+                                st.just(round(f, 3) + 0.0))),
     )
 
     def extend(children):
@@ -659,7 +667,8 @@ def _schema_and_value():
 def test_property_generated_schemas_check_and_prefixes():
     from hypothesis import HealthCheck, given, settings
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     @given(_schema_and_value())
     def run(sv):
         schema, value = sv
@@ -676,7 +685,8 @@ def test_property_generated_schemas_check_and_prefixes():
 def test_property_generated_schemas_on_tiny(tiny):
     from hypothesis import HealthCheck, given, settings
 
-    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     @given(_schema_and_value())
     def run(sv):
         schema, _ = sv

@@ -142,6 +142,8 @@ def test_params_panel_set_values_and_observe() -> None:
     panel = panels.ParamsPanel(Params(temperature=0.7))
     changes: list[Params] = []
     panel.observe(lambda ch: changes.append(ch["new"]), names="value")
+    names: list[str] = []
+    panel.observe(lambda ch: names.append(ch["name"]))  # plain observe(callback): only `value` fires
     c = panel.controls["top_k"]
     c.set_box.value = True                     # tick: the server default is now sent
     assert panel.params == Params(temperature=0.7, top_k=-1)
@@ -153,7 +155,7 @@ def test_params_panel_set_values_and_observe() -> None:
     assert panel.params == Params(top_k=500)
     assert panel.controls["temperature"].input.disabled
     assert panel.controls["temperature"].input.value == Params.spec("temperature").server_default
-    assert changes[-1] == Params(top_k=500) and len(changes) == 4
+    assert changes[-1] == Params(top_k=500) and len(changes) == 4 and names == ["value"] * 4
     # typing into an unset parameter sets it
     panel.controls["max_tokens"].text.value = 64
     assert panel.controls["max_tokens"].set_box.value and panel.params.max_tokens == 64

@@ -101,7 +101,7 @@ def test_box_medians():
     df = _df()
     ax = plots.distribution(df[df.backend == "local"], x="temperature", y="n_words", kind="box")
     # one box per temperature over both top_k: t=0: 0,1,2,5,6,7 -> median 3.5
-    med = [ln for ln in ax.get_lines() if ln.get_color() in ("C1", "#ff7f0e")]
+    med = [ln for ln in ax.get_lines() if ln.get_gid() == "median"]
     values = sorted({float(np.mean(ln.get_ydata())) for ln in med})
     assert values == [3.5, 8.5, 13.5]
 

@@ -605,3 +605,13 @@ def test_two_event_loops_at_once_each_get_a_client():
     t.join()
     assert results == ["¡Hola!", "¡Hola!"]
     b.close()
+
+
+async def test_async_pool_is_sharded_but_bounded():
+    b = RemoteBackend(URL, api_key=KEY, max_concurrency=16)
+    client, sem = b._async_state()
+    pool = b._async[asyncio.get_running_loop()]
+    assert len(pool.clients) == 4 and sem._value == 16  # 4 pools of 4 connections, 16 requests in flight
+    assert client in pool.clients and b._async_state()[0] is not client  # round robin
+    await b.aclose()
+    assert all(c.is_closed for c in pool.clients)

@@ -115,46 +115,54 @@ def sse_events(text: str) -> list:
 
 @pytest.fixture(scope="module")
 def tiny_srv(tiny_backend):
-    app = create_app([tiny_backend], api_keys={KEY})
+    app = create_app([tiny_backend], api_keys={KEY}, served_model_names=["tiny-qwen3", "Qwen/Qwen3-1.7B"])
     with ServerThread(app) as srv:
-        srv.name = app.state.served_model_names[0]
+        srv.name = "tiny-qwen3"
         yield srv
 
 
 @pytest.fixture(scope="module")
 def demo_srv(demo_backend):
-    app = create_app([demo_backend], api_keys={KEY}, served_model_names=["demo", "Qwen/Qwen3-1.7B"])
+    app = create_app([demo_backend], api_keys={KEY}, served_model_names=["Qwen/Qwen3-1.7B"])
     with ServerThread(app) as srv:
         yield srv
 
 
-def test_seed_curl_example_gets_the_seed_response_shape(demo_srv):
-    seed_exact = (("/functions/v1/chat/completions", SEED_BODY),  # the seed's JSON, as it is
-                  ("/v1/chat/completions", {**SEED_BODY, "max_tokens": 8}))
-    for path, body in seed_exact:
-        r = post(demo_srv, body, path=path)
-        assert r.status_code == 200, r.text
-        d = r.json()
-        assert set(d) >= {"id", "object", "created", "model", "choices", "usage", "prompt_logprobs"}
-        assert d["id"].startswith("chatcmpl-") and d["object"] == "chat.completion"
-        assert d["model"] == "Qwen/Qwen3-1.7B" and isinstance(d["created"], int)
-        ch = d["choices"][0]
-        assert set(ch) >= {"index", "message", "logprobs", "finish_reason", "stop_reason"}
-        assert set(ch["message"]) >= {"role", "reasoning_content", "content", "tool_calls"}
-        assert ch["message"]["role"] == "assistant" and ch["message"]["tool_calls"] == []
-        assert ch["message"]["content"] and ch["finish_reason"] in ("stop", "length")
-        assert ch["message"]["reasoning_content"] is None  # SmolLM2 does not think; the key is there
-        assert set(d["usage"]) >= {"prompt_tokens", "total_tokens", "completion_tokens", "prompt_tokens_details"}
-        assert d["usage"]["total_tokens"] == d["usage"]["prompt_tokens"] + d["usage"]["completion_tokens"]
-        assert r.headers["x-request-id"] == d["id"]
+def check_seed_shape(d: dict, model: str = "Qwen/Qwen3-1.7B") -> dict:
+    """Every key of the seed's example response is there, with the seed's types."""
+    assert set(d) >= {"id", "object", "created", "model", "choices", "usage", "prompt_logprobs"}
+    assert d["id"].startswith("chatcmpl-") and d["object"] == "chat.completion"
+    assert d["model"] == model and isinstance(d["created"], int) and d["prompt_logprobs"] is None
+    ch = d["choices"][0]
+    assert set(ch) >= {"index", "message", "logprobs", "finish_reason", "stop_reason"}
+    assert set(ch["message"]) >= {"role", "reasoning_content", "content", "tool_calls"}
+    assert ch["message"]["role"] == "assistant" and ch["message"]["tool_calls"] == [] and ch["logprobs"] is None
+    assert ch["finish_reason"] in ("stop", "length")
+    assert set(d["usage"]) >= {"prompt_tokens", "total_tokens", "completion_tokens", "prompt_tokens_details"}
+    assert d["usage"]["total_tokens"] == d["usage"]["prompt_tokens"] + d["usage"]["completion_tokens"]
+    return ch["message"]
 
 
-def test_seed_python_example_through_remote_backend(demo_srv):
+def test_seed_curl_example_gets_the_seed_response_shape(tiny_srv):
+    r = post(tiny_srv, SEED_BODY, path="/functions/v1/chat/completions")  # the seed's JSON, as it is
+    assert r.status_code == 200, r.text
+    msg = check_seed_shape(r.json())
+    assert isinstance(msg["reasoning_content"], str)  # Qwen3 thinks first, as in the seed's answer
+    assert r.headers["x-request-id"] == r.json()["id"]
+
+
+def test_seed_example_on_the_demo_model(demo_srv):
+    """The seed's Python example through RemoteBackend (greedy, so it takes the same ~40 tokens every run)."""
     remote = RemoteBackend(demo_srv.base + "/functions/v1", api_key=KEY)  # model Qwen/Qwen3-1.7B, as the seed
-    c = remote.chat("Hola, cómo estás?", gs.Params(max_tokens=200))
-    assert c.content and c.backend == "remote" and c.model == "Qwen/Qwen3-1.7B"
-    assert c.usage.completion_tokens and c.latency_s > 0
+    c = remote.chat("Hola, cómo estás?", gs.Params(max_tokens=200, temperature=0))
+    msg = check_seed_shape(c.raw)
+    assert c.content and msg["content"] == c.content and msg["reasoning_content"] is None  # SmolLM2 does not think
+    assert c.backend == "remote" and c.model == "Qwen/Qwen3-1.7B" and c.usage.completion_tokens and c.latency_s > 0
     remote.close()
+
+
+def test_default_served_name_is_the_gguf_stem(tiny_backend, tiny_model_path):
+    assert create_app([tiny_backend]).state.served_model_names == [tiny_model_path.stem]
 
 
 def test_health_and_models(tiny_srv):
@@ -313,6 +321,10 @@ def test_client_leaving_mid_stream_frees_the_model(scripted_server):
     assert remote.chat("x", max_tokens=1).content == "ok "
     assert time.monotonic() - t0 < 2.0  # not waiting for the abandoned 100-token stream (5 s)
     remote.close()
+    deadline = time.monotonic() + 2
+    while httpx.get(scripted_server.base + "/health").json()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert httpx.get(scripted_server.base + "/health").json()["pending"] == 0  # counted out of the queue
 
 
 # --- keys and binding -------------------------------------------------------------------

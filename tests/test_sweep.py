@@ -22,7 +22,7 @@ from gsexplore.backends.base import Backend
 from gsexplore.errors import APIError, ParamsError, RateLimitError
 from gsexplore.params import Params
 from gsexplore.prompts import load_prompts
-from gsexplore.store import ROW_COLUMNS, Store, load
+from gsexplore.store import ROW_COLUMNS, load
 from gsexplore.sweep import derive_seed, expand, plan, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +199,60 @@ def test_rate_limit_backoff_and_error_rows(tmp_path):
         sweep(Echo(fail={"top_k": 50}), "x", grid={"top_k": [5, 50]}, on_error="raise", progress=False)
 
 
+def test_interrupt_in_the_async_part_returns_finished_rows(tmp_path):
+    class Stops(Echo):
+        async def achat(self, messages, params=None, **kw):
+            if len(self.calls) == 3:
+                raise KeyboardInterrupt
+            return self._answer(messages, params)
+
+    with pytest.warns(UserWarning, match="3 of 6 requests finished, 3 remain"):
+        df = sweep(Stops(), "hola", grid={"temperature": [0, 1, 2]}, repeats=2, concurrency=1, progress=False,
+                   store=str(tmp_path / "a.jsonl"))
+    assert len(df) == 3 and df.attrs["interrupted"]
+    b = Echo()
+    assert len(sweep(b, "hola", grid={"temperature": [0, 1, 2]}, repeats=2, progress=False,
+                     store=str(tmp_path / "a.jsonl"))) == 6
+    assert len(b.calls) == 3
+
+
+def test_cancel_event_and_on_result_for_panels():
+    import threading
+
+    cancel = threading.Event()
+    seen = []
+
+    def on_result(rows):
+        seen.extend(rows)
+        if len(seen) == 2:
+            cancel.set()  # a "stop" button
+
+    class Local(Echo):
+        name = "local"
+
+    with pytest.warns(UserWarning, match="2 of 4 requests finished"):
+        df = sweep(Local(), "hola", grid={"temperature": [0, 1]}, repeats=2, progress=False, cancel=cancel,
+                   on_result=on_result)
+    assert len(df) == 2 and sorted(r["row_id"] for r in seen) == sorted(df.row_id)
+
+
+def test_guided_validity_is_recorded():
+    guided = pytest.importorskip("gsexplore.guided")
+    if not hasattr(guided, "check"):
+        pytest.skip("gsexplore.guided.check is not there yet")
+
+    class Says(Echo):
+        def _answer(self, messages, params):
+            c = super()._answer(messages, params)
+            c.content = "sí" if params.temperature == 0 else "quizás"
+            return c
+
+    df = sweep(Says(), "¿Llueve?", grid={"temperature": [0, 1]}, base=Params(guided_choice=["sí", "no"]),
+               progress=False)
+    assert df.set_index("temperature")["guided_valid"].to_dict() == {0.0: True, 1.0: False}
+    assert df.gs.summary(by="temperature", metrics="validity_rate")["mean"].tolist() == [1.0, 0.0]
+
+
 def test_jupyter_like_running_loop():
     """Inside a running event loop (Jupyter) the async part runs on its own loop in a thread."""
     import asyncio
@@ -217,17 +271,13 @@ NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}
 
 
 @pytest.fixture(scope="module")
-def demo():
-    from gsexplore.backends.local import LocalBackend
-
-    return LocalBackend.demo()
+def demo(demo_backend):
+    return demo_backend  # tests/conftest.py: loaded once per session
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from gsexplore.backends.local import LocalBackend
-
-    return LocalBackend.tiny()
+def tiny(tiny_backend):
+    return tiny_backend
 
 
 class Wrapped(Backend):
@@ -332,11 +382,17 @@ def test_interrupted_sweep_resumes_without_loss_or_repeats(tiny, tmp_path):
 
 
 CHILD = textwrap.dedent("""
-    import sys
+    import sys, time
     from gsexplore.backends.local import LocalBackend
     from gsexplore.params import Params
     from gsexplore.sweep import sweep
-    sweep(LocalBackend.tiny(), [f"prompt {i}" for i in range(10)], grid={"temperature": [0.3, 0.6, 0.9, 1.2]},
+
+    class Slow(LocalBackend):  # the real model, slowed down so the kill lands part way
+        def chat(self, *a, **k):
+            time.sleep(0.03)
+            return super().chat(*a, **k)
+
+    sweep(Slow(sys.argv[2], n_ctx=int(sys.argv[3])), [f"prompt {i}" for i in range(10)], grid={"temperature": [0.3, 0.6, 0.9, 1.2]},
           repeats=2, base=Params(max_tokens=4, chat_template_kwargs={"enable_thinking": False}),
           store=sys.argv[1], progress=False)
 """)
@@ -345,8 +401,8 @@ CHILD = textwrap.dedent("""
 def test_killed_process_loses_no_finished_row(tiny, tmp_path):
     store = tmp_path / "k.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(tiny.path), str(tiny.n_ctx)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -360,6 +416,8 @@ def test_killed_process_loses_no_finished_row(tiny, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a crash may leave one cut line: skipped with a warning
         killed = load(store)

@@ -14,7 +14,9 @@ What is honoured, and how (vLLM V1 semantics; see ``gsexplore.sampling`` for the
   -> top_p -> draw. The first group touches only the affected ids, in place on
   llama.cpp's logits buffer, with NumPy; the rest is llama.cpp's sampler chain at C
   speed (its min_p, top_k and top_p match vLLM's definitions; a stage that is off
-  is left out of the chain).
+  is left out of the chain; top_k runs first, which gives the same distribution:
+  see ``_Plan.chain_stages``). Exact logit ties at the top_k boundary are broken
+  by llama.cpp (vLLM keeps every tied token).
 * Defaults: the GGUF's ``general.sampling.*`` keys when present, else vLLM's neutral
   values (temperature 1, top_p 1, top_k off, min_p 0, no penalties). Never
   llama-cpp-python's own.
@@ -41,10 +43,14 @@ What is honoured, and how (vLLM V1 semantics; see ``gsexplore.sampling`` for the
   kept; the logits after the last prompt are remembered, so a sweep over one prompt
   evaluates it once.
 
+Guided decoding (guided_*, JSON response_format) goes through the ``_constraint_for``
+hook to ``gsexplore.guided`` (llguidance): a token mask applied with the masks
+above, only after ``</think>`` for a reasoning model.
+
 Rejected with `UnsupportedParam` (see ``_unsupported``): use_beam_search, a
-length_penalty other than 1, a priority other than 0, logits_processors, guided
-decoding (until ``_constraint_for`` compiles constraints), guided_decoding_backend,
-guided_whitespace_pattern and extra_body fields.
+length_penalty other than 1 (it only matters with beam search), a priority other
+than 0 (one request at a time: nothing to prioritise), logits_processors (names of
+server-side processors) and extra_body fields.
 """
 from __future__ import annotations
 
@@ -257,11 +263,13 @@ class _LoadedModel:
             self._view_addr = addr
         return self._view  # type: ignore[return-value]
 
-    def token_data(self) -> np.ndarray:
+    def token_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """A reusable llama_token_data buffer over the vocabulary, and the ids 0..n-1."""
         if self._td is None:
             self._td = np.zeros(self.n_vocab, dtype=np.dtype(
                 [("id", np.intc), ("logit", np.float32), ("p", np.float32)], align=True))
-        return self._td
+            self._ids = np.arange(self.n_vocab, dtype=np.intc)
+        return self._td, self._ids
 
     # --- KV cache and prompt evaluation -----------------------------------------
     def eval_prompt(self, toks: np.ndarray) -> None:
@@ -443,16 +451,25 @@ class _Plan:
     seeded: bool
 
     def chain_stages(self) -> list[tuple[str, float]]:
-        """llama.cpp sampler chain stages after the NumPy part (empty when greedy)."""
+        """llama.cpp sampler chain stages after the NumPy part (empty when greedy).
+
+        vLLM's order is temperature -> min_p -> top_k -> top_p. top_k runs first here
+        because it commutes with both: temperature is monotone (same k largest) and
+        min_p keeps every token within a factor of the top one, which top_k always
+        keeps, so both filters keep a top prefix of the same ranking and their
+        composition does not depend on the order. The result is the same
+        distribution while temperature, min_p, top_p and the draw touch k tokens
+        instead of the whole vocabulary (llama.cpp's own chain also truncates first).
+        """
         if self.greedy:
             return []
         st: list[tuple[str, float]] = []
+        if self.top_k > 0:
+            st.append(("top_k", self.top_k))
         if self.temperature != 1.0:
             st.append(("temp", self.temperature))
         if self.min_p > 0:
             st.append(("min_p", self.min_p))
-        if self.top_k > 0:
-            st.append(("top_k", self.top_k))
         if self.top_p < 1.0:
             st.append(("top_p", self.top_p))
         st.append(("dist", -1))
@@ -552,8 +569,8 @@ class _TokenSampler:
 
     def _sample_array(self, x: np.ndarray) -> int:
         lc = self.lm.lc
-        td = self.lm.token_data()
-        td["id"] = np.arange(x.size, dtype=np.intc)
+        td, ids = self.lm.token_data()
+        td["id"] = ids
         td["logit"] = x
         arr = lc.llama_token_data_array(data=td.ctypes.data_as(lc.llama_token_data_p), size=x.size,
                                         selected=-1, sorted=False)

@@ -69,10 +69,10 @@ class BackendPanel(Panel):
         self.repo = W.Text(placeholder="Qwen/Qwen3-1.7B-GGUF", description="repo", layout=W.Layout(width="100%"))
         self.filename = W.Text(placeholder="*Q8_0.gguf", description="archivo" if es else "file",
                                layout=W.Layout(width="100%"))
-        self.n_gpu_layers = W.IntText(value=0, description="n_gpu_layers",
+        self.n_gpu_layers = W.IntText(value=0, description="n_gpu_layers", style={"description_width": "initial"},
                                       tooltip=("Capas en la GPU: 0 = solo CPU, -1 = todas."
                                                if es else "Layers on the GPU: 0 = CPU only, -1 = all."))
-        self.n_ctx = W.IntText(value=4096, description="n_ctx",
+        self.n_ctx = W.IntText(value=4096, description="n_ctx", style={"description_width": "initial"},
                                tooltip="Contexto en tokens (prompt + respuesta)." if es
                                else "Context length in tokens (prompt + answer).")
         self.local_extra = W.Stack([W.VBox([]), W.VBox([]), W.VBox([self.path]),

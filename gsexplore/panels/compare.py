@@ -179,9 +179,13 @@ class Compare(Panel):
             parts.append(f"<details><summary>{esc(t('reasoning', self.lang))}</summary>"
                          f"<div style='white-space:pre-wrap;color:#555'>{esc(str(reasoning))}</div></details>")
         content = row.get("content")
-        parts.append("<div style='white-space:pre-wrap'>"
-                     + (esc(str(content)) if _present(content) else "<i>" + ("(vacío)" if es else "(empty)") + "</i>")
-                     + "</div>")
+        if not _present(content) or content == "":
+            shown = "<i>" + ("(vacío)" if es else "(empty)") + "</i>"
+        elif not str(content).strip():  # only spaces and newlines: make them visible
+            shown = ("<i style='color:#888'>" + esc(json.dumps(str(content))[1:-1][:200]) + "</i>")
+        else:
+            shown = esc(str(content))
+        parts.append("<div style='white-space:pre-wrap;max-height:24em;overflow:auto'>" + shown + "</div>")
         return (f"<div style='color:#888;font-size:smaller'>{esc(' · '.join(meta))}</div>" + "".join(parts))
 
 

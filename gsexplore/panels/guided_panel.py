@@ -113,14 +113,15 @@ class GuidedPanel(Panel):
         def help_html(name: str) -> W.HTML:
             return W.HTML(f'<span style="color:#555">{esc(tip(name))}</span>')
 
+        full = W.Layout(width="100%")
         self.editors = W.Stack([
             W.HTML(f'<i style="color:#555">{esc(t("no_constraint", lang))}</i>'),
-            W.VBox([help_html("guided_json"), self.schema_example, self.schema]),
-            W.VBox([help_html("guided_regex"), self.regex]),
-            W.VBox([help_html("guided_choice"), self.choices]),
-            W.VBox([help_html("guided_grammar"), self.grammar_example, self.grammar]),
+            W.VBox([help_html("guided_json"), self.schema_example, self.schema], layout=full),
+            W.VBox([help_html("guided_regex"), self.regex], layout=full),
+            W.VBox([help_html("guided_choice"), self.choices], layout=full),
+            W.VBox([help_html("guided_grammar"), self.grammar_example, self.grammar], layout=full),
             W.VBox([help_html("response_format"), W.HTML("<code>{\"type\": \"json_object\"}</code>")]),
-        ], selected_index=0)
+        ], selected_index=0, layout=full)
         self.options = ParamsPanel(groups=("guided",), exclude=_OWNED, lang=lang)
         self.active = W.HTML("")
         self.active.add_class("gs-guided-active")

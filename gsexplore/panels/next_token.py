@@ -32,6 +32,11 @@ _STAGE_LABEL = {"penalties": ("penalización", "penalty"), "temperature": ("temp
 _REMOTE_TOP = 20  # vLLM's maximum top_logprobs
 
 
+def _p(x: float) -> str:
+    """A probability for the table: 3 decimals, or scientific notation when that would show 0.000."""
+    return f"{x:.3f}" if x >= 0.0005 or x == 0 else f"{x:.1e}"
+
+
 def show_token(s: str) -> str:
     """A token made visible: spaces as ␣, newlines and tabs escaped."""
     return s.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "∅"
@@ -216,11 +221,11 @@ class NextTokenExplorer(Panel):
                 + "<th>p final</th></tr>")
         rows = []
         for i in top:
-            cells = [f"<td><code>{esc(show_token(self.token(int(i))))}</code></td>", f"<td>{raw[i]:.3f}</td>"]
+            cells = [f"<td><code>{esc(show_token(self.token(int(i))))}</code></td>", f"<td>{_p(raw[i])}</td>"]
             gone = False
             for s in stage_cols:
                 if np.isfinite(by_name[s].logits[i]):
-                    cells.append(f'<td style="text-align:center">{by_name[s].probs[i]:.3f}</td>')
+                    cells.append(f'<td style="text-align:center">{_p(by_name[s].probs[i])}</td>')
                 elif not gone:  # the stage that removed it
                     gone = True
                     cells.append('<td style="text-align:center;color:#c62828" title="'
@@ -228,7 +233,7 @@ class NextTokenExplorer(Panel):
                 else:
                     cells.append('<td style="text-align:center;color:#bbb">—</td>')
             fp = final[i]
-            cells.append(f'<td><b>{fp:.3f}</b></td>' if fp > 0 else '<td style="color:#c62828">0</td>')
+            cells.append(f'<td><b>{_p(fp)}</b></td>' if fp > 0 else '<td style="color:#c62828">0</td>')
             rows.append(f'<tr style="{"" if fp > 0 else "color:#999"}">' + "".join(cells) + "</tr>")
         self.table.value = ('<table class="gs-next-tokens" style="font-size:12px;border-collapse:collapse">'
                             + head + "".join(rows) + "</table>")

@@ -106,7 +106,7 @@ class _Control:
         help_text = spec.help(lang)
         self.set_box = W.Checkbox(value=False, description=spec.name, indent=False,
                                   tooltip=f"{help_text}\n\n{t('set_tip', lang)}",
-                                  layout=W.Layout(width="220px"))
+                                  layout=W.Layout(width="180px", min_width="180px"))
         self.set_box.add_class(f"gs-set-{spec.name}")
         self.slider: W.Widget | None = None
         self.text: W.Widget | None = None
@@ -114,7 +114,9 @@ class _Control:
         k = spec.kind
         if k in ("float", "int"):
             if spec.ui_min is not None and spec.ui_max is not None:
-                self.slider = value_widget(spec, lang, description="", layout=W.Layout(width="260px"))
+                # no readout: the number box beside it is the readout, and takes values beyond the slider
+                self.slider = value_widget(spec, lang, description="", readout=False,
+                                           layout=W.Layout(width="170px", flex="0 0 170px"))
                 parts.append(self.slider)
             lo = spec.minimum if spec.minimum is not None else None
             hi = spec.maximum if spec.maximum is not None else None
@@ -122,12 +124,12 @@ class _Control:
                 self.text = W.BoundedFloatText(value=_start_value(spec), step=spec.step or 0.1,
                                                min=-_FLOAT_LIMIT if lo is None else lo,
                                                max=_FLOAT_LIMIT if hi is None else hi,
-                                               layout=W.Layout(width="100px"), tooltip=help_text)
+                                               layout=W.Layout(width="90px", flex="0 0 90px"), tooltip=help_text)
             else:
                 self.text = W.BoundedIntText(value=_start_value(spec), step=int(spec.step or 1),
                                              min=-_INT_LIMIT if lo is None else int(lo),
                                              max=_INT_LIMIT if hi is None else int(hi),
-                                             layout=W.Layout(width="100px"), tooltip=help_text)
+                                             layout=W.Layout(width="90px", flex="0 0 90px"), tooltip=help_text)
             parts.append(self.text)
             self.input = self.text
         elif k == "bool":
@@ -139,19 +141,22 @@ class _Control:
             parts.append(self.input)
         elif k == "str":
             self.input = W.Text(value="", continuous_update=True, tooltip=help_text,
-                                layout=W.Layout(width="360px"))
+                                layout=W.Layout(flex="1 1 auto", width="auto", min_width="150px"))
             parts.append(self.input)
         else:  # json, list[...], str|list[str]: typed as text, parsed on every change
             rows = 3 if k == "json" else 1
             self.input = W.Textarea(value="", rows=rows, continuous_update=True, tooltip=help_text,
-                                    placeholder=_placeholder(k), layout=W.Layout(width="360px"))
+                                    placeholder=_placeholder(k),
+                                    layout=W.Layout(flex="1 1 auto", width="auto", min_width="150px"))
             parts.append(self.input)
         self.input.add_class(f"gs-input-{spec.name}")
         default = spec.server_default
         shown = t("server_decides", lang) if default is None else json.dumps(default)
+        short = ("servidor" if lang == "es" else "server") if default is None else json.dumps(default)
         self.default_label = W.HTML(
-            f'<span style="color:#888;font-size:smaller" title="{esc(help_text)}">'
-            f'ⓘ {t("default", lang)}: {esc(shown)}</span>')
+            f'<span style="color:#888;font-size:smaller;white-space:nowrap" '
+            f'title="{esc(t("default", lang))}: {esc(shown)}">({esc(short)})</span>',
+            layout=W.Layout(margin="0 0 0 6px"))
         self.row = W.HBox([self.set_box, *parts, self.default_label],
                           layout=W.Layout(align_items="center"))
         self.row.add_class(f"gs-param-{spec.name}")

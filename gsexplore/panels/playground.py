@@ -38,8 +38,8 @@ _GUIDED = tuple(s.name for s in Params.specs() if s.group == "guided")
 class Playground(Panel):
     """System and user messages, multi-turn chat, parameters, streaming answer, reasoning, code.
 
-    `value` is the last Completion (observers fire after every run); `.history`
-    has one row per run.
+    `value` is the last Completion (observers fire after every run, from the
+    generation thread); `.history` has one row per run.
 
     >>> pg = Playground(LocalBackend.tiny(), Params(max_tokens=16))  # doctest: +SKIP
     >>> pg.user.value = "Hola"; pg.run(wait=True).content             # doctest: +SKIP
@@ -99,7 +99,7 @@ class Playground(Panel):
         code_tabs.add_class("gs-code")
         self.history_table = W.HTML("")
         self.tabs = W.Tab([self.params_panel.widget, self.guided_panel.widget, code_tabs, self.history_table],
-                          titles=(t("params", lang), t("guided", lang), t("code", lang),
+                          titles=(t("params", lang), t("guided_tab", lang), t("code", lang),
                                   "Historial" if lang == "es" else "History"),
                           selected_index=0)
         backend_box = W.Accordion([self.backend_panel.widget], titles=(t("backend", lang),),

@@ -22,7 +22,7 @@ from ..backends.base import Backend, Delta, MessagesLike
 from ..completion import Completion
 from ..errors import GSExploreError, ParamsError
 from ..params import Params, ParamSpec
-from ._util import Panel, error_html, esc, figure_png, start_thread, t
+from ._util import Panel, error_html, figure_png, start_thread, t
 from .params_panel import ParamsPanel
 
 __all__ = ["SweepBuilder", "parse_values"]
@@ -94,11 +94,17 @@ def _suggest(spec: ParamSpec) -> str:
     return ""
 
 
-def _sweepable() -> list[ParamSpec]:
+def _forbidden() -> set[str]:
+    """Parameters gsexplore.sweep refuses (stream: sweeps read whole answers)."""
     try:
-        from ..sweep import _FORBIDDEN as forbidden  # what sweep refuses to vary
+        from ..sweep import _FORBIDDEN
     except ImportError:
-        forbidden = {}
+        return set()
+    return set(_FORBIDDEN)
+
+
+def _sweepable() -> list[ParamSpec]:
+    forbidden = _forbidden()
     specs = [s for s in Params.specs() if s.name not in forbidden]
     return sorted(specs, key=lambda s: _KIND_ORDER.get(s.kind, 9))  # numeric first, stable otherwise
 
@@ -199,7 +205,7 @@ class SweepBuilder(Panel):
                                         style={"description_width": "initial"})
         self.store = W.Text(value=store or "", description=t("store", lang), placeholder="results/mi_sweep.parquet",
                             style={"description_width": "initial"}, layout=W.Layout(width="100%"))
-        self.base_panel = ParamsPanel(base, lang=lang, exclude=("stream",))
+        self.base_panel = ParamsPanel(base, lang=lang, exclude=_forbidden())
         base_box = W.Accordion([self.base_panel.widget], titles=(t("fixed", lang),), selected_index=None)
         self.count = W.HTML("")
         self.count.add_class("gs-sweep-count")
@@ -442,6 +448,7 @@ class SweepBuilder(Panel):
         view = df[list(dict.fromkeys(cols))].head(200).copy()
         if "content" in view:
             view["content"] = view["content"].fillna("").astype(str).str.slice(0, 120)
+        view = view.astype(object).where(view.notna(), "")
         self.table.value = ('<div style="max-height:320px;overflow:auto">'
                             + view.to_html(index=False, na_rep="", border=0, classes="gs-sweep-df",
                                            float_format=lambda x: f"{x:.3g}") + "</div>")
