@@ -108,6 +108,8 @@ def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["n_gpu_layers"] = args.n_gpu_layers
     if getattr(args, "n_threads", None) is not None:
         kw["n_threads"] = args.n_threads
+    if getattr(args, "system_prompt", None) is not None:
+        kw["system_prompt"] = args.system_prompt or None  # "" = the chat template's own default
     return kw
 
 
@@ -300,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n-ctx", type=int, help="context length of each instance")
     sp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
     sp.add_argument("--n-threads", type=int, help="CPU threads of each instance (default: llama.cpp's)")
+    sp.add_argument("--system-prompt", help="system message for requests that have none (default: none, "
+                    "except 'You are a helpful assistant.' for the demo model; '' = the chat template's own)")
     sp.add_argument("--max-tokens-cap", type=int, default=4096, help="largest max_tokens accepted "
                     "(also used when a request sets none)")
     sp.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a free instance")

@@ -157,7 +157,8 @@ class Completion:
             "ttft_s": self.ttft_s,
             "tokens_per_s": self.tokens_per_s,
         }
-        row.update(self.params.to_row())
+        # `model` is the model that answered; Params.model (the one asked for) must not blank it
+        row.update({k: v for k, v in self.params.to_row().items() if k not in row})
         return row
 
     def __repr__(self) -> str:

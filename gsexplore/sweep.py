@@ -21,6 +21,10 @@ reported at once in one ParamsError (``on_invalid="skip"`` drops them with a war
 
 Rows: one per completion (a request with ``n > 1`` gives one row per choice),
 columns in `gsexplore.store.ROW_COLUMNS` (every parameter has its column).
+``guided_valid`` (rows with a constraint) says whether the output satisfies it in
+full (`gsexplore.guided.check(...).valid`): an output cut by max_tokens counts as
+not valid even when it is a valid prefix, since what a user can parse is what
+counts; ``guided.check_row(row).ok`` gives the prefix-tolerant reading.
 ``cell_id`` hashes backend name, model, messages and ``params.cache_key()``; a
 request is ``(cell_id, repeat, seed)``. Unless the user fixed ``seed`` (in
 ``base`` or in what varies), repeat r of a cell runs with
@@ -78,8 +82,8 @@ log = logging.getLogger("gsexplore.sweep")
 
 Setting = dict[str, Any]
 
-#: Parameters a sweep cannot vary or set: the sweep reads whole answers.
-_FORBIDDEN = {"stream": "sweeps collect whole answers; streaming is for the playground"}
+#: Parameters a sweep cannot vary or set, and why.
+NOT_SWEEPABLE = {"stream": "sweeps collect whole answers; streaming is for the playground"}
 
 
 # --------------------------------------------------------------------------
@@ -93,8 +97,8 @@ def _check_names(names: Iterable[str], where: str) -> None:
             close = get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ParamsError(f"unknown parameter {name!r} in {where}{hint}", field=name)
-        if name in _FORBIDDEN:
-            raise ParamsError(f"{name!r} cannot be used in a sweep: {_FORBIDDEN[name]}", field=name)
+        if name in NOT_SWEEPABLE:
+            raise ParamsError(f"{name!r} cannot be used in a sweep: {NOT_SWEEPABLE[name]}", field=name)
 
 
 def _values(name: str, v: Any, where: str) -> list[Any]:

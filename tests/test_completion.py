@@ -64,6 +64,12 @@ def test_row_is_flat_with_every_parameter():
     assert all(not isinstance(v, (dict, list)) for v in row.values())
 
 
+def test_row_model_is_the_model_that_answered():
+    # Params.model unset (the backend's default applies) must not blank the served model
+    c = Completion.from_response(seed_response(), params=gs.Params(), backend="remote")
+    assert c.to_row()["model"] == seed_response()["model"]
+
+
 def test_html_repr_shows_reasoning_collapsed_and_usage():
     c = Completion.from_response(seed_response(), latency_s=1.5)
     h = c._repr_html_()

@@ -48,6 +48,22 @@ def test_demo_answers_paris(demo_backend):
     assert c.latency_s > 0 and c.ttft_s is None
 
 
+def test_demo_sends_a_system_prompt_only_when_the_request_has_none(demo_model_path):
+    from gsexplore.backends.local import DEMO_SYSTEM_PROMPT
+
+    demo = LocalBackend.demo(n_ctx=2048)
+    c = demo.chat(FRANCE, temperature=0, max_tokens=30)
+    assert "Paris" in c.content
+    assert c.messages == [{"role": "system", "content": DEMO_SYSTEM_PROMPT}, {"role": "user", "content": FRANCE}]
+    assert demo.info()["system_prompt"] == DEMO_SYSTEM_PROMPT
+    own = [{"role": "system", "content": "Eres un pirata."}, {"role": "user", "content": FRANCE}]
+    assert demo.chat(own, max_tokens=1).messages == own
+    assert "Eres un pirata." in demo.render_prompt(own) and DEMO_SYSTEM_PROMPT not in demo.render_prompt(own)
+    # None: the template's own default (SmolLM2's persona), as a plain GGUF path gets
+    plain = LocalBackend("demo", n_ctx=2048, system_prompt=None)
+    assert "SmolLM" in plain.render_prompt(FRANCE) and plain.chat(FRANCE, max_tokens=1).messages[0]["role"] == "user"
+
+
 def test_greedy_matches_raw_llama_cpp(demo_backend):
     """Same prompt rendering and greedy choice as llama-cpp-python's own chat completion."""
     ours = demo_backend.chat(FRANCE, temperature=0, max_tokens=16)

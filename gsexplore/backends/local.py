@@ -713,6 +713,20 @@ class _Request:
 # the backend
 
 
+#: The system message the demo model gets when a request has none.
+DEMO_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+class _ModelDefault:
+    """Marker: the system prompt the model spec implies (see LocalBackend)."""
+
+    def __repr__(self) -> str:
+        return "MODEL_DEFAULT"
+
+
+MODEL_DEFAULT = _ModelDefault()
+
+
 class LocalBackend(Backend):
     """A GGUF chat model run in-process by llama.cpp, with vLLM's parameter semantics.
 
@@ -728,13 +742,22 @@ class LocalBackend(Backend):
     (None: fresh randomness per request). Creating a backend again with the same
     file and load options reuses the loaded model (``shared=False`` loads a private
     copy); one generation runs at a time per loaded model.
+
+    ``system_prompt``: the system message sent when a request has none; it is part of
+    the messages recorded in every Completion. None: the chat template decides (some,
+    SmolLM2's among them, then add a persona of their own). The default is None except
+    for ``"demo"``, which gets ``DEMO_SYSTEM_PROMPT``: under the "SmolLM, trained by
+    Hugging Face" persona of its template this 135M model rambles (greedy "What is the
+    capital of France?" answers "L'Étoile, la Cité, ..."), with it it answers "The
+    capital of France is Paris."
     """
 
     name = BACKEND
 
     def __init__(self, model: str | Path, filename: str | None = None, n_gpu_layers: int = -1,
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int | None = None,
-                 verbose: bool = False, shared: bool = True) -> None:
+                 verbose: bool = False, shared: bool = True,
+                 system_prompt: str | None | _ModelDefault = MODEL_DEFAULT) -> None:
         from ..models import resolve
 
         path = resolve(str(model), filename)
@@ -743,6 +766,9 @@ class LocalBackend(Backend):
         self.model = self.path.name
         self.n_gpu_layers = int(n_gpu_layers)
         self.default_seed = None if seed is None or seed == -1 else int(seed)
+        if isinstance(system_prompt, _ModelDefault):
+            system_prompt = DEMO_SYSTEM_PROMPT if self.source == "demo" else None
+        self.system_prompt = system_prompt
         if shared:
             self._lm = _load(self.path, self.n_gpu_layers, int(n_ctx), n_threads, verbose)
         else:  # a model of its own (e.g. several server instances generating at once)
@@ -751,7 +777,11 @@ class LocalBackend(Backend):
 
     @classmethod
     def demo(cls, **kw: Any) -> LocalBackend:
-        """The offline demo model, SmolLM2-135M-Instruct (CPU friendly, real answers)."""
+        """The offline demo model, SmolLM2-135M-Instruct (CPU friendly, real answers).
+
+        Requests without a system message get ``DEMO_SYSTEM_PROMPT`` (see the class
+        docstring); ``system_prompt=None`` keeps the template's own persona.
+        """
         return cls("demo", **kw)
 
     @classmethod
@@ -792,6 +822,7 @@ class LocalBackend(Backend):
             "n_gpu_layers": requested,
             "layers_offloaded": offloaded,
             "chat_template": "gguf" if lm.has_template else "chatml (the GGUF has none)",
+            "system_prompt": self.system_prompt,
             "reasoning_parser": "qwen3" if lm.has_reasoning else None,
             "sampling_defaults": dict(lm.gguf_sampling),
             "effective_defaults": dict(lm.defaults),
@@ -814,9 +845,16 @@ class LocalBackend(Backend):
         """The prompt text the chat template makes of ``messages`` (with chat_template_kwargs)."""
         p = merge_params(params, overrides)
         lm = self._lm
-        return render_chat_template(lm.template, to_messages(messages), add_generation_prompt=True,
+        return render_chat_template(lm.template, self._messages(messages), add_generation_prompt=True,
                                     bos_token=lm.bos_text, eos_token=lm.eos_text,
                                     **(p.chat_template_kwargs or {}))
+
+    def _messages(self, messages: MessagesLike) -> Messages:
+        """The request's messages, with ``system_prompt`` first when they have no system message."""
+        msgs = to_messages(messages)
+        if self.system_prompt is not None and not any(m.get("role") == "system" for m in msgs):
+            msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
+        return msgs
 
     def prompt_token_ids(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> list[int]:
         """The prompt's token ids (add_special_tokens and truncate_prompt_tokens applied)."""
@@ -841,7 +879,7 @@ class LocalBackend(Backend):
                               "chat() returns the whole answer", field="stream", value=True)
         _unsupported(p)
         self._check_model(p)
-        msgs = to_messages(messages)
+        msgs = self._messages(messages)
         text = self.render_prompt(msgs, p)
         toks = self._tokenize_prompt(text, p)
         if len(toks) == 0:

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
 import pandas as pd
 import traitlets
 
-from ..backends.base import Backend, Delta, MessagesLike
-from ..completion import Completion
+from ..backends.base import Backend
 from ..errors import GSExploreError, ParamsError
 from ..params import Params, ParamSpec
+from ..sweep import NOT_SWEEPABLE
 from ._util import Panel, error_html, figure_png, start_thread, t
 from .params_panel import ParamsPanel
 
@@ -94,69 +94,9 @@ def _suggest(spec: ParamSpec) -> str:
     return ""
 
 
-def _forbidden() -> set[str]:
-    """Parameters gsexplore.sweep refuses (stream: sweeps read whole answers)."""
-    try:
-        from ..sweep import _FORBIDDEN
-    except ImportError:
-        return set()
-    return set(_FORBIDDEN)
-
-
 def _sweepable() -> list[ParamSpec]:
-    forbidden = _forbidden()
-    specs = [s for s in Params.specs() if s.name not in forbidden]
+    specs = [s for s in Params.specs() if s.name not in NOT_SWEEPABLE]
     return sorted(specs, key=lambda s: _KIND_ORDER.get(s.kind, 9))  # numeric first, stable otherwise
-
-
-class _Stopped(KeyboardInterrupt):
-    """Raised inside the sweep at the next request once Stop was pressed: sweep keeps what finished."""
-
-
-class _Watched(Backend):
-    """A backend that counts finished requests and refuses new ones after Stop."""
-
-    def __init__(self, inner: Backend, builder: SweepBuilder) -> None:
-        self._inner = inner
-        self._builder = builder
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_inner"], name)
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self._inner.name
-
-    @property
-    def model(self) -> str:  # type: ignore[override]
-        return self._inner.model
-
-    def _before(self) -> None:
-        if self._builder._stop.is_set():
-            raise _Stopped("stopped from the SweepBuilder")
-
-    def chat(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> Completion:
-        self._before()
-        try:
-            return self._inner.chat(messages, params, **kw)
-        finally:
-            self._builder._tick()
-
-    async def achat(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> Completion:
-        self._before()
-        try:
-            return await self._inner.achat(messages, params, **kw)
-        finally:
-            self._builder._tick()
-
-    def stream(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> Iterator[Delta]:
-        return self._inner.stream(messages, params, **kw)
-
-    def astream(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> AsyncIterator[Delta]:
-        return self._inner.astream(messages, params, **kw)
-
-    def info(self) -> dict[str, Any]:
-        return self._inner.info()
 
 
 class SweepBuilder(Panel):
@@ -205,7 +145,7 @@ class SweepBuilder(Panel):
                                         style={"description_width": "initial"})
         self.store = W.Text(value=store or "", description=t("store", lang), placeholder="results/mi_sweep.parquet",
                             style={"description_width": "initial"}, layout=W.Layout(width="100%"))
-        self.base_panel = ParamsPanel(base, lang=lang, exclude=_forbidden())
+        self.base_panel = ParamsPanel(base, lang=lang, exclude=set(NOT_SWEEPABLE))
         base_box = W.Accordion([self.base_panel.widget], titles=(t("fixed", lang),), selected_index=None)
         self.count = W.HTML("")
         self.count.add_class("gs-sweep-count")
@@ -326,14 +266,12 @@ class SweepBuilder(Panel):
         self.run_button.disabled = True
         self.stop_button.disabled = False
         self.message.value = ""
-        watched = [_Watched(b, self) for b in self.backends]
-
         def work() -> None:
             from ..sweep import sweep
 
             try:
-                df = sweep(watched, prompts, grid=grid or None, repeats=repeats, base=base, store=store,
-                           progress=False)
+                df = sweep(self.backends, prompts, grid=grid or None, repeats=repeats, base=base, store=store,
+                           progress=False, cancel=self._stop, on_result=lambda rows: self._tick())
             except BaseException as e:  # noqa: BLE001 - shown in the panel; run(wait=True) re-raises
                 self.last_error = e
                 self.message.value = error_html(f"{type(e).__name__}: {e}")
