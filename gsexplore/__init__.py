@@ -19,7 +19,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "LocalBackend": ("gsexplore.backends.local", "LocalBackend"),
     "RemoteBackend": ("gsexplore.backends.remote", "RemoteBackend"),
-    "sweep": ("gsexplore.sweep", "sweep"),
     "plot": ("gsexplore.plots", "plot"),
     "load": ("gsexplore.store", "load"),
     "add_metrics": ("gsexplore.metrics", "add_metrics"),
@@ -34,7 +33,7 @@ _LAZY = {
 
 __all__ = ["APIConnectionError", "APIError", "APITimeoutError", "AuthenticationError", "BadRequestError",
            "Completion", "GSExploreError", "ModelNotFoundError", "ParamSpec", "Params", "ParamsError",
-           "RateLimitError", "ServerError", "UnsupportedParam", "Usage", *_LAZY]
+           "RateLimitError", "ServerError", "UnsupportedParam", "Usage", "sweep", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -55,3 +54,8 @@ def _register_accessor() -> None:
 
 
 _register_accessor()
+
+# Imported now, not lazily: the function shares its name with its module, and the first
+# import of the module `gsexplore.sweep` (by the panels, the CLI...) would otherwise
+# rebind `gs.sweep` to the module.
+from .sweep import sweep  # noqa: E402

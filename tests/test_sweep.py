@@ -461,3 +461,12 @@ def test_remote_sweep_against_gsexplore_serve_records_errors(tiny, tmp_path):
     assert all(key not in json.dumps(i) for i in df.attrs["backends"])
     for f in tmp_path.iterdir():
         assert key not in f.read_text(errors="replace"), f
+
+
+def test_gs_sweep_stays_the_function_whatever_is_imported_first():
+    # the module gsexplore.sweep shares the function's name; importing it first (the panels
+    # and the CLI do) must not turn `gs.sweep(...)` into "'module' object is not callable"
+    code = ("import gsexplore.panels.sweep_builder, gsexplore.sweep_cli, gsexplore as gs; "
+            "import gsexplore.sweep; print(type(gs.sweep).__name__, gs.sweep.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["function", "gsexplore.sweep"]

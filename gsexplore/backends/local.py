@@ -94,10 +94,12 @@ _GGUF_SAMPLING_KEYS = {
     "general.sampling.min_p": ("min_p", float),
     "general.sampling.penalty_repeat": ("repetition_penalty", float),
 }
-#: vLLM's neutral defaults, used for whatever the GGUF does not set.
+#: The sampling knobs a request may leave unset, with vLLM's neutral defaults (from Params'
+#: metadata), used for whatever the GGUF does not set.
 NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "temperature": 1.0, "top_k": -1, "top_p": 1.0, "min_p": 0.0,
-    "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+    name: Params.spec(name).server_default
+    for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+                 "frequency_penalty")
 }
 
 

@@ -23,7 +23,7 @@ from ..completion import Completion, Messages
 from ..errors import GSExploreError, ParamsError
 from ..params import GROUPS, Params
 from . import codegen
-from ._util import Panel, error_html, esc, start_thread, t
+from ._util import BackgroundRun, Panel, error_html, esc, t
 from .backend_panel import BackendPanel
 from .guided_panel import GuidedPanel, check_text
 from .params_panel import ParamsPanel
@@ -35,7 +35,7 @@ _PUSH_EVERY_S = 0.08  # how often streamed text is sent to the browser
 _GUIDED = tuple(s.name for s in Params.specs() if s.group == "guided")
 
 
-class Playground(Panel):
+class Playground(BackgroundRun, Panel):
     """System and user messages, multi-turn chat, parameters, streaming answer, reasoning, code.
 
     `value` is the last Completion (observers fire after every run, from the
@@ -54,11 +54,9 @@ class Playground(Panel):
         params = params if params is not None else Params()
         self._turns: Messages = []       # finished user/assistant turns
         self._rows: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_run()
         self._sent: Messages = []
         self._run_params: Params | None = None
-        self.last_error: BaseException | None = None
 
         self.backend_panel = BackendPanel(backend, lang=lang)
         self.params_panel = ParamsPanel(
@@ -162,11 +160,6 @@ class Playground(Panel):
         return msgs + turns
 
     @property
-    def running(self) -> bool:
-        """Whether a generation is in progress."""
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
     def history(self) -> pd.DataFrame:
         """One row per run: Completion.to_row() plus run number and whether it was stopped."""
         return pd.DataFrame(self._rows)
@@ -192,10 +185,8 @@ class Playground(Panel):
         if not messages or messages[-1]["role"] != "user":
             raise GSExploreError("Escribí un mensaje primero." if self.lang == "es" else "Type a message first.")
         new_turn = bool(self.user.value.strip())
-        self._stop.clear()
         self._sent = messages
         self._run_params = params
-        self.last_error = None
         self._render_chat(messages)
         self.answer.value = ""
         self.reasoning.value = ""
@@ -204,23 +195,7 @@ class Playground(Panel):
         self.stats.value = f"<i>{esc(t('running', self.lang))}</i>"
         self.run_button.disabled = True
         self.stop_button.disabled = False
-        self._thread = start_thread(lambda: self._work(backend, messages, params, new_turn), "gsexplore-playground")
-        if not wait:
-            return self._thread
-        self._thread.join()
-        if self.last_error is not None:
-            raise self.last_error
-        return self.value
-
-    def stop(self) -> None:
-        """Stop the running generation after the current token (what the Stop button does)."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> Completion | None:
-        """Wait for the running generation and return its Completion."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.value
+        return self._start(lambda: self._work(backend, messages, params, new_turn), "gsexplore-playground", wait)
 
     def clear(self) -> None:
         """Start a new conversation (the system message stays)."""

@@ -22,7 +22,7 @@ from ..backends.base import Backend
 from ..errors import GSExploreError, ParamsError
 from ..params import Params, ParamSpec
 from ..sweep import NOT_SWEEPABLE
-from ._util import Panel, error_html, figure_png, start_thread, t
+from ._util import BackgroundRun, Panel, error_html, figure_png, t
 from .params_panel import ParamsPanel
 
 __all__ = ["SweepBuilder", "parse_values"]
@@ -99,7 +99,7 @@ def _sweepable() -> list[ParamSpec]:
     return sorted(specs, key=lambda s: _KIND_ORDER.get(s.kind, 9))  # numeric first, stable otherwise
 
 
-class SweepBuilder(Panel):
+class SweepBuilder(BackgroundRun, Panel):
     """Build a sweep with widgets and run it; `value` (and `.df`) is the result DataFrame."""
 
     value = traitlets.Instance(pd.DataFrame, allow_none=True)
@@ -109,9 +109,7 @@ class SweepBuilder(Panel):
         super().__init__(value=None)
         self.backends = [backends] if isinstance(backends, Backend) else list(backends)
         self.lang = lang
-        self.last_error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_run()
         self._texts: dict[str, str] = {}
         self._error: str | None = None
         self._done = 0
@@ -245,10 +243,6 @@ class SweepBuilder(Panel):
         self.value_inputs[name].value = text
 
     # --- running -------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def run(self, wait: bool = False) -> pd.DataFrame | threading.Thread | None:
         """Run the sweep in a thread (returned), or wait=True to block and return the DataFrame."""
         if self.running:
@@ -256,9 +250,7 @@ class SweepBuilder(Panel):
         sp = self.plan()
         grid, prompts, repeats, base = self.grid, self.prompt_list, int(self.repeats.value), self.base
         store = self.store.value.strip() or None
-        self._stop.clear()
         self._done = 0
-        self.last_error = None
         self.progress.max = max(1, len(sp.cells))
         self.progress.value = 0
         self.progress.bar_style = "info"
@@ -266,6 +258,7 @@ class SweepBuilder(Panel):
         self.run_button.disabled = True
         self.stop_button.disabled = False
         self.message.value = ""
+
         def work() -> None:
             from ..sweep import sweep
 
@@ -288,23 +281,7 @@ class SweepBuilder(Panel):
                 self.run_button.disabled = False
                 self.stop_button.disabled = True
 
-        self._thread = start_thread(work, "gsexplore-sweep-builder")
-        if not wait:
-            return self._thread
-        self._thread.join()
-        if self.last_error is not None:
-            raise self.last_error
-        return self.value
-
-    def stop(self) -> None:
-        """Stop after the requests in flight (what the Stop button does); finished rows are kept."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> pd.DataFrame | None:
-        """Wait for the running sweep and return its DataFrame."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.value
+        return self._start(work, "gsexplore-sweep-builder", wait)
 
     def __repr__(self) -> str:
         return (f"SweepBuilder(backends={[getattr(b, 'name', '?') for b in self.backends]}, "
