@@ -436,6 +436,9 @@ def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any
         rows.append({**base,
                      "choice": ch.index if ch.index is not None else i,
                      "model": ch.model or base["model"],
+                     # what was sent, e.g. with the system prompt a LocalBackend adds
+                     "messages": (json.dumps(ch.messages, ensure_ascii=False) if ch.messages
+                                  else base["messages"]),
                      "content": ch.content,
                      "reasoning_content": ch.reasoning_content,
                      "finish_reason": ch.finish_reason,

@@ -345,6 +345,16 @@ def test_local_sweep_end_to_end(demo, tmp_path):
     assert stored.attrs["sweeps"][df.attrs["sweep_id"]]["varied"] == ["temperature"]
 
 
+def test_rows_record_the_messages_sent_including_a_backend_system_prompt(demo):
+    from gsexplore.backends.local import LocalBackend
+
+    b = LocalBackend(demo.path, n_ctx=demo.n_ctx, system_prompt="Sé breve.")  # shares the loaded model
+    df = sweep(b, ["Hola"], base=Params(max_tokens=2), progress=False)
+    assert json.loads(df.messages[0]) == [{"role": "system", "content": "Sé breve."},
+                                          {"role": "user", "content": "Hola"}]
+    assert df.prompt[0] == "Hola"
+
+
 def _count_keys(df: pd.DataFrame) -> pd.Series:
     return df.groupby(["cell_id", "repeat", "seed"]).size()
 
