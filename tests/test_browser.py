@@ -187,6 +187,12 @@ def _drive(page: object, lab: Lab, expect: object) -> None:
     expect(stats).to_contain_text("finish_reason", timeout=120_000)
     text = answer.inner_text().strip()
     assert text and text != "▌", "the answer area is empty"
+    # the notebook's regex shapes the answer after </think>; the reasoning before it is apart
+    assert re.fullmatch(r"(Hola|Bien|Sí|No)(, (bien|gracias|sí|no))*\.", text), text
+    reasoning = page.get_by_text(re.compile(r"Razonamiento \(\d+ tokens?\)"))
+    expect(reasoning).to_be_visible(timeout=30_000)
+    reasoning.click()  # open it, for the screenshot
+    expect(page.locator(".gs-reasoning pre")).to_be_visible()
     expect(stats).to_contain_text("tokens")
     expect(page.locator("button.gs-run")).to_be_enabled()
     # the run's request used the new temperature: the history tab and the code both say 0.8

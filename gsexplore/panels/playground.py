@@ -264,7 +264,7 @@ class Playground(BackgroundRun, Panel):
         self._show_text(c.reasoning_content or "", c.content or "", streaming=False)
         n_reason = c.usage.reasoning_tokens
         self.reasoning_box.set_title(0, t("reasoning", self.lang)
-                                     + (f" ({n_reason} tokens)" if n_reason else "")
+                                     + (f" ({n_reason} token{'s' if n_reason != 1 else ''})" if n_reason else "")
                                      + ("" if c.reasoning_content else " — " + ("vacío" if self.lang == "es" else "empty")))
         valid = None
         why = ""
