@@ -21,13 +21,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m gsexplore.cli models fetch
 	@touch $(STAMP)
 
-# Debian packages: a C/C++ toolchain for llama.cpp, venv, and Chromium for the browser test.
+# Debian packages: a C/C++ toolchain for llama.cpp, venv, Chromium for the browser test and
+# Node.js to run the playground's JavaScript snippets in a test.
 system-deps:
 	@need=""; \
 	command -v cc >/dev/null || need="$$need build-essential"; \
 	command -v cmake >/dev/null || need="$$need cmake"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v node >/dev/null || need="$$need nodejs"; \
 	if [ -n "$$need" ]; then echo "installing:$$need"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; fi
 

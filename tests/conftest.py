@@ -25,7 +25,6 @@ def demo_model_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_path: Path):
     """A LocalBackend on the tiny Qwen3 model (needs llama-cpp-python)."""
-    pytest.importorskip("llama_cpp")
     from gsexplore.backends.local import LocalBackend
 
     return LocalBackend(str(tiny_model_path), n_ctx=2048)
@@ -34,7 +33,6 @@ def tiny_backend(tiny_model_path: Path):
 @pytest.fixture(scope="session")
 def demo_backend(demo_model_path: Path):
     """A LocalBackend on the demo model (needs llama-cpp-python)."""
-    pytest.importorskip("llama_cpp")
     from gsexplore.backends.local import LocalBackend
 
     return LocalBackend(str(demo_model_path), n_ctx=2048)

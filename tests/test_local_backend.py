@@ -11,12 +11,10 @@ import asyncio
 import numpy as np
 import pytest
 
-pytest.importorskip("llama_cpp")
-
-import gsexplore as gs  # noqa: E402
-from gsexplore import reasoning, sampling  # noqa: E402
-from gsexplore.backends.local import LocalBackend, _gguf_sampling, to_response_dict  # noqa: E402
-from gsexplore.errors import ParamsError, UnsupportedParam  # noqa: E402
+import gsexplore as gs
+from gsexplore import reasoning, sampling
+from gsexplore.backends.local import LocalBackend, _gguf_sampling, to_response_dict
+from gsexplore.errors import ParamsError, UnsupportedParam
 
 FRANCE = "What is the capital of France?"
 STORY = "Write a long story about a dragon."

@@ -237,10 +237,6 @@ def test_cancel_event_and_on_result_for_panels():
 
 
 def test_guided_validity_is_recorded():
-    guided = pytest.importorskip("gsexplore.guided")
-    if not hasattr(guided, "check"):
-        pytest.skip("gsexplore.guided.check is not there yet")
-
     class Says(Echo):
         def _answer(self, messages, params):
             c = super()._answer(messages, params)

@@ -55,6 +55,7 @@ server-side processors) and extra_body fields.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import ctypes
 import math
@@ -62,6 +63,7 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +223,7 @@ class _LoadedModel:
         self._view: np.ndarray | None = None
         # scratch for sampling from caller-given logits
         self._td: np.ndarray | None = None
+        _OPEN.add(self)
 
     # --- vocabulary ---------------------------------------------------------
     def token_text(self, tok: int) -> str:
@@ -361,6 +364,25 @@ class _LoadedModel:
 
 _REGISTRY: dict[tuple[str, int, int, int | None], _LoadedModel] = {}
 _REGISTRY_LOCK = threading.Lock()
+_OPEN: weakref.WeakSet[_LoadedModel] = weakref.WeakSet()
+
+
+@atexit.register
+def _free_models_at_exit() -> None:
+    """Free every loaded model while the interpreter is still whole.
+
+    Left to ``Llama.__del__`` during shutdown, llama-cpp-python finds its module
+    globals already gone and prints ``TypeError: 'NoneType' object is not callable``.
+    A model busy in a daemon thread (a playground run) is left alone.
+    """
+    for lm in list(_OPEN):
+        if lm.lock.acquire(timeout=1.0):
+            try:
+                lm.llm.close()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+            finally:
+                lm.lock.release()
 
 
 def _load(path: Path, n_gpu_layers: int, n_ctx: int, n_threads: int | None, verbose: bool) -> _LoadedModel:
