@@ -303,16 +303,7 @@ def load_backends(model: str, *, filename: str | None = None, instances: int = 1
 
     backends = [local.LocalBackend(model, filename, **backend_kwargs)]
     for _ in range(1, max(1, instances)):
-        try:
-            backends.append(local.LocalBackend(model, filename, shared=False, **backend_kwargs))
-        except TypeError:
-            # a LocalBackend without `shared=`: the same file and options would share one loaded model
-            # (and its lock), so give this instance a llama.cpp model of its own
-            b = local.LocalBackend(model, filename, **backend_kwargs)
-            lm = b._lm
-            b._lm = local._LoadedModel(b.path, b.n_gpu_layers, lm.n_ctx, backend_kwargs.get("n_threads"),
-                                       bool(backend_kwargs.get("verbose", False)))
-            backends.append(b)
+        backends.append(local.LocalBackend(model, filename, shared=False, **backend_kwargs))
     return backends
 
 
