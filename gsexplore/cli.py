@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api-key-file", help="file with one API key per line (keys also from "
                     "$GSEXPLORE_SERVER_KEYS, comma-separated)")
     sp.add_argument("--served-model-name", action="append",
-                    help="model name clients send (repeatable; default: the GGUF file's stem). "
-                         "E.g. --served-model-name Qwen/Qwen3-1.7B lets the GradienteSur examples run unchanged")
+                    help="model name clients send (repeatable; default: the GGUF file's stem and Qwen/Qwen3-1.7B). "
+                         "(the alias lets the GradienteSur examples run unchanged)")
     sp.add_argument("--instances", type=int, default=1, help="model instances loaded (parallel generations)")
     sp.add_argument("--n-ctx", type=int, help="context length of each instance")
     sp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")

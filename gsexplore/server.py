@@ -307,6 +307,10 @@ def load_backends(model: str, *, filename: str | None = None, instances: int = 1
     return backends
 
 
+#: The model name of the GradienteSur API (served as an alias unless names are given).
+GRADIENTESUR_MODEL = "Qwen/Qwen3-1.7B"
+
+
 def _backend_stem(b: Any) -> str:
     for attr in ("model_path", "path"):
         p = getattr(b, attr, None)
@@ -334,7 +338,9 @@ def create_app(
         backends = load_backends(str(backends), filename=filename, instances=instances, **(backend_kwargs or {}))
     if isinstance(served_model_names, str):
         served_model_names = [served_model_names]
-    names = list(served_model_names or [_backend_stem(backends[0])])
+    # by default the file's stem and the GradienteSur model name, so the seed's examples and
+    # RemoteBackend()'s default model work against a classroom server unchanged
+    names = list(served_model_names or dict.fromkeys([_backend_stem(backends[0]), GRADIENTESUR_MODEL]))
     keys = {k for k in (api_keys or set()) if k}
     pool = ModelPool(backends, max_queue=max_queue)
     started = int(time.time())

@@ -139,7 +139,7 @@ async def test_async_twins_agree(tiny_backend, tiny_remote):
         assert outcome(c) == outcome(tiny_backend.chat(PROMPT, TINY_PARAMS[n])), n
     deltas = [d async for d in tiny_remote.astream(PROMPT, TINY_PARAMS["sampling"])]
     assert outcome(deltas[-1].completion) == outcome(got[1])
-    assert await tiny_remote.amodels() == tiny_remote.models() == [tiny_remote.model]
+    assert await tiny_remote.amodels() == tiny_remote.models() == [tiny_remote.model, "Qwen/Qwen3-1.7B"]
 
 
 def test_stream_with_stream_param_and_ttft(tiny_remote):

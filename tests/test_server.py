@@ -161,8 +161,17 @@ def test_seed_example_on_the_demo_model(demo_srv):
     remote.close()
 
 
-def test_default_served_name_is_the_gguf_stem(tiny_backend, tiny_model_path):
-    assert create_app([tiny_backend]).state.served_model_names == [tiny_model_path.stem]
+def test_default_served_names_are_the_gguf_stem_and_the_gradientesur_model(demo_backend, demo_model_path):
+    # `gsexplore serve --model demo` with no --served-model-name answers the seed's JSON as it is
+    from fastapi.testclient import TestClient
+
+    app = create_app([demo_backend], api_keys={KEY})
+    assert app.state.served_model_names == [demo_model_path.stem, "Qwen/Qwen3-1.7B"]
+    with TestClient(app) as client:
+        r = client.post("/functions/v1/chat/completions", json={**SEED_BODY, "max_tokens": 4},
+                        headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200, r.text
+    check_seed_shape(r.json())
 
 
 def test_health_and_models(tiny_srv):
