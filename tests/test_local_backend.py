@@ -141,6 +141,9 @@ def test_min_tokens_and_ignore_eos(demo_backend):
     assert not eog & set(c.info["token_ids"][:10])
     c = demo_backend.chat(SHORT, temperature=0, max_tokens=12, min_tokens=12, ignore_eos=True)
     assert c.usage.completion_tokens == 12 and c.finish_reason == "length"
+    # as in vLLM, min_tokens still blocks the EOS with ignore_eos; after it, EOS may be drawn
+    c = demo_backend.chat(SHORT, temperature=0, max_tokens=30, min_tokens=20, ignore_eos=True)
+    assert not eog & set(c.info["token_ids"][:20])
 
 
 # --------------------------------------------------------------------------- token-level controls

@@ -968,7 +968,8 @@ class LocalBackend(Backend):
                                 -LOGIT_BIAS_LIMIT, LOGIT_BIAS_LIMIT)
         stop_ids = frozenset(p.stop_token_ids or ())
         eos_ids = frozenset() if p.ignore_eos else frozenset(lm.eog_ids)
-        min_block = np.asarray(sorted(eos_ids | stop_ids), dtype=np.int64)
+        # vLLM blocks every stop id during min_tokens, the model's EOS ids even with ignore_eos
+        min_block = np.asarray(sorted(frozenset(lm.eog_ids) | stop_ids), dtype=np.int64)
         stop = (p.stop,) if isinstance(p.stop, str) else tuple(p.stop or ())
         seed = p.seed if p.seed is not None and p.seed != -1 else self.default_seed
         seeded = seed is not None
