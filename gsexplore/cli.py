@@ -276,6 +276,16 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------
+# doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.main(generate=not args.no_generate, out=_out)
+
+
+# --------------------------------------------------------------------------
 # the parser
 
 
@@ -344,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--filename", help="glob selecting the GGUF in the repo (e.g. '*Q4_K_M.gguf')")
     fp.set_defaults(func=cmd_models_fetch)
     mp.set_defaults(func=lambda a: (mp.print_help(), 0)[1])
+
+    # doctor
+    dp = sub.add_parser("doctor", help="check the install: llama.cpp build, threads, buffer types, "
+                        "models, API key, a short generation",
+                        description="What this machine gives gsexplore; exit status 1 when something "
+                                    "is broken, with what to do.")
+    dp.add_argument("--no-generate", action="store_true", help="skip the generation check")
+    dp.set_defaults(func=cmd_doctor)
 
     # sweep: parsed by gsexplore.sweep_cli; listed here for --help
     sub.add_parser("sweep", help="run a parameter sweep from a YAML config (gsexplore sweep CONFIG.yaml)",

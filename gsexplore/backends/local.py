@@ -77,6 +77,8 @@ from ..params import Params
 from .. import reasoning as _reasoning
 from ..chat_template import CHATML_TEMPLATE, render_chat_template
 from .base import Backend, Delta, MessagesLike, merge_params, to_messages
+from .llama.hardware import ExtraBuffers, choose_extra_buffers, default_threads
+from .llama.loading import llama_cpp_module, load_llama, system_info
 
 __all__ = ["LocalBackend", "ChoiceOutput", "to_response_dict", "loaded_models", "unload_all"]
 
@@ -106,13 +108,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
 
 
 def _llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the local backend needs llama-cpp-python: pip install llama-cpp-python "
-            "(see the README for the CUDA build)") from exc
-    return llama_cpp
+    return llama_cpp_module()
 
 
 # ---------------------------------------------------------------------------
@@ -186,14 +182,17 @@ class _LoadedModel:
     """One `llama_cpp.Llama` and what we derive from it; shared by every LocalBackend."""
 
     def __init__(self, path: Path, n_gpu_layers: int, n_ctx: int, n_threads: int | None,
+                 n_threads_batch: int | None, extra_buffers: ExtraBuffers | bool | None,
                  verbose: bool) -> None:
         llama_cpp = _llama_cpp()
         self.lc = llama_cpp
         self.path = path
         self.n_gpu_layers = n_gpu_layers
         self.lock = threading.Lock()
-        self.llm = llama_cpp.Llama(model_path=str(path), n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
-                                   n_threads=n_threads, logits_all=False, verbose=verbose)
+        self.llm, self.load_report = load_llama(
+            path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, n_threads=n_threads,
+            n_threads_batch=n_threads_batch, extra_buffers=extra_buffers, verbose=verbose,
+            logits_all=False)
         llm = self.llm
         self.ctx = llm.ctx
         self.vocab = llm._model.vocab
@@ -362,7 +361,8 @@ class _LoadedModel:
         self.llm.eval((tok,))
 
 
-_REGISTRY: dict[tuple[str, int, int, int | None], _LoadedModel] = {}
+_LoadKey = tuple[str, int, int, int, int, str]
+_REGISTRY: dict[_LoadKey, _LoadedModel] = {}
 _REGISTRY_LOCK = threading.Lock()
 _OPEN: weakref.WeakSet[_LoadedModel] = weakref.WeakSet()
 
@@ -385,18 +385,22 @@ def _free_models_at_exit() -> None:
                 lm.lock.release()
 
 
-def _load(path: Path, n_gpu_layers: int, n_ctx: int, n_threads: int | None, verbose: bool) -> _LoadedModel:
-    key = (str(path.resolve()), int(n_gpu_layers), int(n_ctx), n_threads)
+def _load(path: Path, n_gpu_layers: int, n_ctx: int, n_threads: int, n_threads_batch: int,
+          extra_buffers: ExtraBuffers | bool | None, verbose: bool) -> _LoadedModel:
+    choice = choose_extra_buffers(system_info(), extra_buffers)
+    key = (str(path.resolve()), int(n_gpu_layers), int(n_ctx), n_threads, n_threads_batch, choice.requested)
     with _REGISTRY_LOCK:
         lm = _REGISTRY.get(key)
         if lm is None:
-            lm = _REGISTRY[key] = _LoadedModel(path, n_gpu_layers, n_ctx, n_threads, verbose)
+            lm = _REGISTRY[key] = _LoadedModel(path, n_gpu_layers, n_ctx, n_threads, n_threads_batch,
+                                               choice.requested, verbose)
         return lm
 
 
 def loaded_models() -> list[dict[str, Any]]:
-    """The models held in memory: file, n_gpu_layers, n_ctx, n_threads."""
-    return [{"file": k[0], "n_gpu_layers": k[1], "n_ctx": k[2], "n_threads": k[3]} for k in _REGISTRY]
+    """The models held in memory: file, n_gpu_layers, n_ctx, n_threads, n_threads_batch, extra_buffers."""
+    names = ("file", "n_gpu_layers", "n_ctx", "n_threads", "n_threads_batch", "extra_buffers")
+    return [dict(zip(names, k)) for k in _REGISTRY]
 
 
 def unload_all() -> None:
@@ -767,6 +771,14 @@ class LocalBackend(Backend):
     file and load options reuses the loaded model (``shared=False`` loads a private
     copy); one generation runs at a time per loaded model.
 
+    ``n_threads`` / ``n_threads_batch``: CPU threads for generation and for prompt
+    evaluation; default the physical cores this process may use (affinity and cgroup
+    quota respected, hyperthread siblings counted once), as llama.cpp's own tools.
+    ``extra_buffers``: llama.cpp's repacked weight buffer types; ``"auto"`` leaves
+    them out when the build has AMX, whose buffer type crashes on some Xeons
+    (llama.cpp#20824), ``"all"`` opts back in, ``"none"`` never uses them. ``info()``
+    says what was chosen, why, and which buffer types hold the weights.
+
     ``system_prompt``: the system message sent when a request has none; it is part of
     the messages recorded in every Completion. None: the chat template decides (some,
     SmolLM2's among them, then add a persona of their own). The default is None except
@@ -781,7 +793,9 @@ class LocalBackend(Backend):
     def __init__(self, model: str | Path, filename: str | None = None, n_gpu_layers: int = -1,
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int | None = None,
                  verbose: bool = False, shared: bool = True,
-                 system_prompt: str | None | _ModelDefault = MODEL_DEFAULT) -> None:
+                 system_prompt: str | None | _ModelDefault = MODEL_DEFAULT,
+                 n_threads_batch: int | None = None,
+                 extra_buffers: ExtraBuffers | bool | None = "auto") -> None:
         from ..models import resolve
 
         path = resolve(str(model), filename)
@@ -793,10 +807,14 @@ class LocalBackend(Backend):
         if isinstance(system_prompt, _ModelDefault):
             system_prompt = DEMO_SYSTEM_PROMPT if self.source == "demo" else None
         self.system_prompt = system_prompt
+        threads = int(n_threads) if n_threads else default_threads()
+        threads_batch = int(n_threads_batch) if n_threads_batch else threads
         if shared:
-            self._lm = _load(self.path, self.n_gpu_layers, int(n_ctx), n_threads, verbose)
+            self._lm = _load(self.path, self.n_gpu_layers, int(n_ctx), threads, threads_batch,
+                             extra_buffers, verbose)
         else:  # a model of its own (e.g. several server instances generating at once)
-            self._lm = _LoadedModel(self.path, self.n_gpu_layers, int(n_ctx), n_threads, verbose)
+            self._lm = _LoadedModel(self.path, self.n_gpu_layers, int(n_ctx), threads, threads_batch,
+                                    extra_buffers, verbose)
         self.n_ctx = self._lm.n_ctx
 
     @classmethod
@@ -841,7 +859,12 @@ class LocalBackend(Backend):
             "n_ctx": lm.n_ctx,
             "n_ctx_train": int(lm.llm._model.n_ctx_train()),
             "n_layer": lm.n_layer,
-            "n_threads": lm.llm.n_threads,
+            "n_threads": lm.load_report.n_threads,
+            "n_threads_batch": lm.load_report.n_threads_batch,
+            "extra_buffers": lm.load_report.buffers.requested,
+            "extra_buffer_types_used": lm.load_report.buffers.use_extra_bufts,
+            "extra_buffers_reason": lm.load_report.buffers.reason,
+            "buffer_types": dict(lm.load_report.buffer_sizes_mib),
             "gpu_offload_supported": supported,
             "n_gpu_layers": requested,
             "layers_offloaded": offloaded,

@@ -1,0 +1,1 @@
+"""llama.cpp underneath LocalBackend: hardware defaults and model loading."""
