@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NOTEBOOK ?= notebooks/00_inicio_rapido.ipynb
 
-.PHONY: setup lab test test-py test-notebooks bench gpu system-deps clean
+.PHONY: setup doctor lab test test-py test-notebooks bench gpu system-deps clean
 
 setup: $(STAMP)
 
@@ -33,10 +33,15 @@ system-deps:
 	if [ -n "$$need" ]; then echo "installing:$$need"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; fi
 
-lab: system-deps setup
+# What the machine gives gsexplore (llama.cpp build, threads, buffer types, models) and a short
+# generation in a subprocess: a broken build stops here with what to do, not mid-way through.
+doctor: setup
+	$(PY) -m gsexplore.cli doctor
+
+lab: system-deps setup doctor
 	$(VENV)/bin/jupyter lab $(NOTEBOOK)
 
-test: system-deps setup
+test: system-deps setup doctor
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
 
