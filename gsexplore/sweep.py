@@ -31,9 +31,9 @@ request is ``(cell_id, repeat, seed)``. Unless the user fixed ``seed`` (in
 ``seed = sha256(cell_id, r, sweep seed) mod 2**31``, recorded in the ``seed``
 column, so every row can be reproduced.
 
-Running: backends named ``"local"`` (llama.cpp, one generation at a time) run
-their requests one after the other in the calling thread, sorted by messages
-then parameters so llama.cpp reuses the KV cache of the shared prompt prefix.
+Running: backends named ``"local"`` (the batched llama.cpp engine) get up to
+``backend.slots`` requests in flight at once, submitted sorted by messages then
+parameters, so the engine evaluates a shared prompt once and copies its KV cells.
 Every other backend runs through ``achat`` on an asyncio loop in a worker thread
 (its own loop, so this also works inside Jupyter, whose loop is already
 running), at most ``concurrency`` requests at a time; a RateLimitError (429) is
@@ -50,11 +50,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import hashlib
 import json
 import logging
 import math
 import os
+import queue
 import random
 import sys
 import threading
@@ -603,11 +605,62 @@ class _Runner:
     def _succeed(self, cell: Cell, c: Completion) -> None:
         self._record(_rows_ok(self.sp.sweep_id, self.run_id, cell, c, self.checker), False)
 
-    # --- local: one at a time, prefix-cache-friendly order ------------------
+    # --- local: up to `slots` cells in the engine at once, prefix-cache-friendly order ------
     def run_local(self, cells: list[Cell]) -> None:
-        # group by backend, then by prompt (llama.cpp reuses the KV cache of the longest common
-        # token prefix with the previous call), then by params; repeats last
+        # by backend, then by prompt (the engine shares the KV cells of a common prompt prefix),
+        # then by params; repeats last
         cells = sorted(cells, key=lambda c: (c.backend_index, c.prompt.key, c.params.cache_key(), c.repeat))
+        plain = [c for c in cells if not hasattr(c.backend, "submit")]
+        if plain:  # a local backend without an engine (a wrapper): one request at a time
+            self._run_one_by_one(plain)
+            cells = [c for c in cells if hasattr(c.backend, "submit")]
+        done: queue.SimpleQueue[tuple[Cell, Any, float]] = queue.SimpleQueue()
+        busy: collections.Counter[int] = collections.Counter()   # backend index -> requests in flight
+        handles: dict[int, Any] = {}   # id(cell) -> its request in the engine
+        todo = collections.deque(cells)
+        cancelled = False
+        try:
+            while todo or sum(busy.values()):
+                while todo and not self.stopped():
+                    cell = todo[0]
+                    if busy[cell.backend_index] >= max(1, int(getattr(cell.backend, "slots", 1))):
+                        break  # cells are grouped by backend: wait for a free slot
+                    todo.popleft()
+                    t0 = time.perf_counter()
+
+                    def on_event(ev: Any, cell: Cell = cell, t0: float = t0) -> None:
+                        if isinstance(ev, BaseException) or ev.kind == "done":
+                            done.put((cell, ev, t0))
+                    try:
+                        handles[id(cell)] = cell.backend.submit(list(cell.prompt.messages), cell.params,
+                                                                on_event=on_event)
+                    except Exception as exc:
+                        self._fail(cell, exc, time.perf_counter() - t0)
+                        continue
+                    busy[cell.backend_index] += 1
+                if self.stopped() and not cancelled:
+                    cancelled = True
+                    for h in list(handles.values()):
+                        h.cancel()  # each frees its slot at the engine's next step
+                if not sum(busy.values()):
+                    break
+                try:
+                    cell, ev, t0 = done.get(timeout=0.1)   # short waits keep Ctrl-C deliverable
+                except queue.Empty:
+                    continue
+                busy[cell.backend_index] -= 1
+                handles.pop(id(cell), None)
+                if isinstance(ev, BaseException):
+                    self._fail(cell, ev, time.perf_counter() - t0)
+                elif cancelled and ev.completion.finish_reason == "abort":
+                    continue  # stopped by the user: not a result, it runs again on resume
+                else:
+                    self._succeed(cell, ev.completion)
+        finally:
+            for h in list(handles.values()):
+                h.cancel()
+
+    def _run_one_by_one(self, cells: list[Cell]) -> None:
         for cell in cells:
             if self.stopped():
                 return

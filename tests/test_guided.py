@@ -507,12 +507,12 @@ def test_padded_vocabulary(demo):
           guided_whitespace_pattern="a(?=b)"), "guided_json", "look-around"),
 ])
 def test_bad_constraints_raise_before_generation(tiny, monkeypatch, params, field, words):
-    from gsexplore.backends import local
+    from gsexplore.backends.llama.engine import Engine
 
     def boom(*a, **k):
         raise AssertionError("generation started")
 
-    monkeypatch.setattr(local._ChoiceRun, "run", boom)
+    monkeypatch.setattr(Engine, "submit", boom)
     p = Params(**params, max_tokens=4)
     with pytest.raises(ParamsError) as e:
         guided.validate(p)

@@ -13,6 +13,7 @@ import pytest
 
 import gsexplore as gs
 from gsexplore import reasoning, sampling
+from gsexplore.backends.llama.loading import load_llama
 from gsexplore.backends.local import LocalBackend, _gguf_sampling, to_response_dict
 from gsexplore.errors import ParamsError, UnsupportedParam
 
@@ -257,25 +258,13 @@ def test_add_special_tokens_is_the_tokenizers(demo_backend, tiny_backend):
 
 
 def test_prefix_reuse_skips_the_prompt(demo_backend):
-    llm = demo_backend.llama
-    seen: list[int] = []
-    orig = llm.eval
-
-    def counting(tokens):
-        seen.append(len(tokens))
-        return orig(tokens)
-
     demo_backend.chat(STORY, seed=1, max_tokens=3)
-    llm.eval = counting
-    try:
-        demo_backend.chat(STORY, seed=2, max_tokens=3, temperature=0.5)  # same prompt, other params
-        assert seen == [1, 1]                 # only the generated tokens were evaluated
-        seen.clear()
-        demo_backend.chat([{"role": "user", "content": STORY + " With a cat."}], seed=2, max_tokens=1)
-        n_prompt = len(demo_backend.prompt_token_ids(STORY + " With a cat."))
-        assert 0 < seen[0] < n_prompt - 10    # the common prefix was kept
-    finally:
-        del llm.eval
+    again = demo_backend.chat(STORY, seed=2, max_tokens=3, temperature=0.5)  # same prompt, other params
+    assert again.info["prompt_tokens_evaluated"] == 0      # its KV cells and logits were reused
+    longer = STORY + " With a cat."
+    c = demo_backend.chat([{"role": "user", "content": longer}], seed=2, max_tokens=1)
+    n_prompt = len(demo_backend.prompt_token_ids(longer))
+    assert 0 < c.info["prompt_tokens_evaluated"] < n_prompt - 10   # the common prefix was kept
 
 
 # --------------------------------------------------------------------------- text
@@ -412,8 +401,8 @@ def test_prompt_logprobs(demo_backend, demo_model_path):
     assert len(pl) == len(ids) and pl[0] is None
     # reference: llama-cpp-python's own logits_all path on a second copy of the model (the
     # prompt decoded as one batch, like ours: one-token-at-a-time decoding rounds differently)
-    ref_llm = llama_cpp.Llama(str(demo_model_path), n_ctx=128, n_batch=128, logits_all=True, n_threads=1,
-                              n_threads_batch=1, verbose=False)
+    ref_llm = load_llama(demo_model_path, n_gpu_layers=0, n_ctx=128, n_batch=128, logits_all=True,
+                         n_threads=1, n_threads_batch=1, flash_attn=True)[0]
     ref_llm.eval(ids)
     for i in range(1, len(ids)):
         ref = log_softmax(ref_llm.scores[i - 1])
@@ -455,7 +444,6 @@ def test_defaults_are_vllms(demo_backend, tiny_backend):
 @pytest.mark.parametrize("field, value", [  # guided decoding has its own tests (test_guided.py)
     ("use_beam_search", True),
     ("length_penalty", 0.5),
-    ("priority", 1),
     ("logits_processors", ["my_processor"]),
     ("extra_body", {"foo": 1}),
 ])

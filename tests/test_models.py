@@ -17,6 +17,7 @@ import llama_cpp
 import pytest
 
 from gsexplore import models
+from gsexplore.backends.llama.loading import load_llama
 from gsexplore.errors import ModelNotFoundError
 
 THINK, END_THINK, IM_START, IM_END, ENDOFTEXT = 151667, 151668, 151644, 151645, 151643
@@ -40,7 +41,7 @@ def tiny_path() -> Path:
 @pytest.fixture(scope="module")
 def tiny_llm(tiny_path: Path) -> llama_cpp.Llama:
     """The tiny model loaded in llama.cpp."""
-    return llama_cpp.Llama(model_path=str(tiny_path), n_ctx=512, verbose=False)
+    return load_llama(tiny_path, n_gpu_layers=0, n_ctx=512)[0]
 
 
 def _fake_hf_cache(root: Path, repo_id: str, files: dict[str, Path]) -> Path:
@@ -147,7 +148,7 @@ def test_demo_resolves_and_loads() -> None:
     path = models.resolve("demo")
     assert path == models.demo_path()
     assert path.stat().st_size == 98_362_432
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False)
+    llm = load_llama(path, n_gpu_layers=0, n_ctx=512)[0]
     assert llm.n_vocab() == 49152
 
 

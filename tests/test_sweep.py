@@ -394,9 +394,9 @@ CHILD = textwrap.dedent("""
     from gsexplore.sweep import sweep
 
     class Slow(LocalBackend):  # the real model, slowed down so the kill lands part way
-        def chat(self, *a, **k):
+        def submit(self, *a, **k):
             time.sleep(0.03)
-            return super().chat(*a, **k)
+            return super().submit(*a, **k)
 
     sweep(Slow(sys.argv[2], n_ctx=int(sys.argv[3])), [f"prompt {i}" for i in range(10)], grid={"temperature": [0.3, 0.6, 0.9, 1.2]},
           repeats=2, base=Params(max_tokens=4, chat_template_kwargs={"enable_thinking": False}),
