@@ -133,7 +133,9 @@ def bench_llama_cpp_python(path: Path, schema: dict, tokens: int, repeats: int, 
     import llama_cpp
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    llm = llama_cpp.Llama(str(path), n_ctx=1024, n_threads=n_threads, verbose=False)
+    from gsexplore.backends.llama.loading import load_llama
+
+    llm = load_llama(path, n_gpu_layers=-1, n_ctx=1024, n_threads=n_threads)[0]  # AMX-safe buffers
     t0 = time.perf_counter()
     grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     compile_s = time.perf_counter() - t0

@@ -108,6 +108,8 @@ def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["n_gpu_layers"] = args.n_gpu_layers
     if getattr(args, "n_threads", None) is not None:
         kw["n_threads"] = args.n_threads
+    if getattr(args, "parallel", None) is not None:
+        kw["slots"] = args.parallel
     if getattr(args, "system_prompt", None) is not None:
         kw["system_prompt"] = args.system_prompt or None  # "" = the chat template's own default
     return kw
@@ -308,8 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--served-model-name", action="append",
                     help="model name clients send (repeatable; default: the GGUF file's stem and Qwen/Qwen3-1.7B). "
                          "(the alias lets the GradienteSur examples run unchanged)")
-    sp.add_argument("--instances", type=int, default=1, help="model instances loaded (parallel generations)")
-    sp.add_argument("--n-ctx", type=int, help="context length of each instance")
+    sp.add_argument("--parallel", type=int, help="requests generated at once, batched in one llama.cpp context "
+                    "(vLLM's --max-num-seqs, llama-server's -np; default: as many as fit 2 GiB of KV cache, "
+                    "at most 16)")
+    sp.add_argument("--instances", type=int, default=1, help="copies of the model and its engine (one per GPU)")
+    sp.add_argument("--n-ctx", type=int, help="tokens each request may hold (prompt + max_tokens; each of the "
+                    "--parallel slots gets this many)")
     sp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
     sp.add_argument("--n-threads", type=int, help="CPU threads of each instance (default: llama.cpp's)")
     sp.add_argument("--system-prompt", help="system message for requests that have none (default: none, "

@@ -8,8 +8,9 @@ error shapes, SSE streaming ending in ``data: [DONE]``.
     with ServerThread(app) as srv:              # uvicorn on a free 127.0.0.1 port
         gs.RemoteBackend(srv.url, api_key="clave-de-clase").chat("Hola")
 
-Generation runs in worker threads, one at a time per loaded model instance
-(``instances=N`` loads N); at most ``max_queue`` requests wait for a free one,
+Generation runs in the batched engine of the loaded model: ``slots`` requests
+(``--parallel``) decode together, one llama.cpp batch per step; at most
+``max_queue`` requests wait for a free slot,
 the rest get 429 with Retry-After. A request that does not name one of the
 served model names gets vLLM's 404. Unset ``max_tokens`` is capped at
 ``max_tokens_cap``. In a stream, logprobs arrive all at once in each choice's
@@ -109,24 +110,33 @@ def check_binding(host: str, api_keys: set[str] | None) -> None:
 
 
 class ModelPool:
-    """Loaded model instances; each generates one request at a time, in its own worker thread."""
+    """Loaded model instances and their slots: a request takes one slot while it generates.
+
+    A LocalBackend has ``slots`` sequences batched in its engine (``--parallel``), so
+    that many requests generate at once on one model; a backend without slots takes
+    one at a time. Each request waits for its answer in a worker thread.
+    """
 
     def __init__(self, backends: Sequence[Any], max_queue: int) -> None:
         if not backends:
             raise GSExploreError("serve needs at least one model instance")
         self.backends = list(backends)
         self.max_queue = max_queue
-        # a free list and waiting futures rather than an asyncio.Queue, which would bind to one event loop
-        self._free: collections.deque[Any] = collections.deque(self.backends)
+        # a free list (one entry per slot, instances interleaved) and waiting futures rather than
+        # an asyncio.Queue, which would bind to one event loop
+        per = [max(1, int(getattr(b, "slots", 1))) for b in self.backends]
+        self._free: collections.deque[Any] = collections.deque(
+            b for k in range(max(per)) for b, n in zip(self.backends, per) if k < n)
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.executor = ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="gsexplore-gen")
+        self.executor = ThreadPoolExecutor(max_workers=len(self._free), thread_name_prefix="gsexplore-gen")
         self.pending = 0  # admitted and not finished (waiting or generating)
         self.served = 0
         self._busy_s = 0.0
 
     @property
     def size(self) -> int:
-        return len(self.backends)
+        """Requests that can generate at once (every instance's slots)."""
+        return self.executor._max_workers
 
     def admit(self) -> None:
         """Count a request in, or reject it with 429 when the queue is full."""
@@ -297,7 +307,8 @@ def load_backends(model: str, *, filename: str | None = None, instances: int = 1
                   **backend_kwargs: Any) -> list[Any]:
     """`instances` LocalBackends of one model spec (a path, "demo", "tiny-qwen3" or a HF repo id).
 
-    Each instance holds its own llama.cpp model, so N instances generate N answers at once.
+    Each instance holds its own llama.cpp model and engine (``slots=`` in ``backend_kwargs``
+    is its number of sequences batched together): copies for machines with several GPUs.
     """
     from .backends import local
 
@@ -544,7 +555,8 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": names, "instances": pool.size, "pending": pool.pending}
+        return {"status": "ok", "models": names, "instances": len(pool.backends), "slots": pool.size,
+                "pending": pool.pending}
 
     return app
 
@@ -645,7 +657,9 @@ def serve(
                      backend_kwargs=backend_kwargs)
     names = app.state.served_model_names
     shown = f"[{host}]" if ":" in host else host
-    print(f"gsexplore serve: {', '.join(names)} ({instances} instance{'s' if instances > 1 else ''}) "
+    pool = app.state.pool
+    print(f"gsexplore serve: {', '.join(names)} ({instances} instance{'s' if instances > 1 else ''}, "
+          f"{pool.size} requests at once) "
           f"on http://{shown}:{port}/v1 and /functions/v1; "
           + ("API keys required" if keys else "no API key (loopback only)"), flush=True)
     uvicorn.Server(_uvicorn_config(app, host, port, log_level, access_log=True)).run()

@@ -408,7 +408,8 @@ def test_cli_serve_subprocess(tiny_model_path, tmp_path):
 async def test_two_real_instances_answer_alike(tiny_model_path):
     app = create_app(str(tiny_model_path), api_keys={KEY}, instances=2, served_model_names=["tiny"])
     pool = app.state.pool
-    assert pool.size == 2 and pool.backends[0].lock is not pool.backends[1].lock  # a model each
+    assert len(pool.backends) == 2 and pool.backends[0].lock is not pool.backends[1].lock  # a model each
+    assert pool.size == sum(b.slots for b in pool.backends)
     with ServerThread(app) as srv:
         async with RemoteBackend(srv.url, api_key=KEY, model="tiny") as remote:
             got = await asyncio.gather(*(remote.achat("Hola", seed=5, max_tokens=8) for _ in range(4)))
