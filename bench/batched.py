@@ -89,6 +89,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import gsexplore as gs
+    from gsexplore.backends.llama.driver import driver  # llama.cpp runs on one thread (see driver.py)
     from gsexplore.backends.local import LocalBackend
 
     n_ctx = 256
@@ -103,7 +104,8 @@ def main() -> None:
     rows = []
     for batch in (16, 32):
         ours = [sweep_rate(engine, batch, args.tokens) for _ in range(args.runs)]
-        raw = {layout: [raw_batched(engine.path, prompt_ids, batch, args.tokens, n_ctx, threads, layout == "unified")
+        raw = {layout: [driver.call(lambda u=layout == "unified": raw_batched(
+                            engine.path, prompt_ids, batch, args.tokens, n_ctx, threads, u))
                         for _ in range(args.runs)] for layout in ("streams", "unified")}
         best_layout = max(raw, key=lambda k: statistics.median(raw[k]))
         rows.append((batch, statistics.median(ours), statistics.median(raw[best_layout]), best_layout,

@@ -84,15 +84,17 @@ def main() -> None:
         c = local.chat(messages, p)
         return (c.usage.completion_tokens or 0) / (time.perf_counter() - t)
 
-    raws = {n: RawDecoder(local.path, n, 1024) for n in range(1, cores + 1)}
+    from gsexplore.backends.llama.driver import driver  # llama.cpp runs on one thread (see driver.py)
+
+    raws = {n: driver.call(lambda n=n: RawDecoder(local.path, n, 1024)) for n in range(1, cores + 1)}
     rates: dict[str, list[float]] = {"LocalBackend": [], **{f"raw {n}t": [] for n in raws}}
     ours()
     for r in raws.values():
-        r.run(prompt_ids, 8)  # warm-up
+        driver.call(lambda r=r: r.run(prompt_ids, 8))  # warm-up
     for _ in range(args.runs):
         rates["LocalBackend"].append(ours())
         for n, r in raws.items():
-            k, dt = r.run(prompt_ids, args.tokens)
+            k, dt = driver.call(lambda r=r: r.run(prompt_ids, args.tokens))
             rates[f"raw {n}t"].append(k / dt)
     print(f"\n{'':14s} {'tokens/s (median of ' + str(args.runs) + ')':>26s}")
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -103,7 +105,7 @@ def main() -> None:
     print(f"\nbest raw llama.cpp: {best:.1f} tok/s at {best_n} threads")
     print(f"LocalBackend / best raw = {med['LocalBackend'] / best:.3f} (target >= 0.95)")
     for r in raws.values():
-        r.close()
+        driver.call(r.close)
 
 
 if __name__ == "__main__":

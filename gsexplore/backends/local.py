@@ -258,7 +258,9 @@ class LocalBackend(Backend):
     @property
     def llama(self) -> Any:
         """The `llama_cpp.Llama` holding the weights and tokenizer (its own small context is for
-        direct use, under ``lock``; generation runs in the engine's context)."""
+        direct use, under ``lock``; generation runs in the engine's context). Decoding with it
+        from another thread makes a second OpenMP team and slows the engine (see
+        ``gsexplore.backends.llama.driver``): run such work with ``driver.call(fn)``."""
         return self._lm.llm
 
     @property

@@ -28,13 +28,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .driver import driver
 from .sampler import clamp_lp, logsumexp, top_ids
 from .sequence import EngineRequest, Sequence
 
@@ -74,7 +74,7 @@ class _Slot:
 
 
 class Engine:
-    """One llama.cpp context with ``slots`` sequences, driven by a background thread."""
+    """One llama.cpp context with ``slots`` sequences, stepped by the process's llama.cpp thread."""
 
     def __init__(self, lm: LoadedModel, *, n_ctx: int, slots: int, n_threads: int, n_threads_batch: int,
                  n_batch: int = 512) -> None:
@@ -97,7 +97,7 @@ class Engine:
         # flash attention sums over a sequence's own cells only, whatever the batch's longest
         # sequence: without it the attention's length (and rounding) follows the batch
         p.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        self.ctx = lc.llama_init_from_model(lm.llm.model, p)
+        self.ctx = driver.call(lambda: lc.llama_init_from_model(lm.llm.model, p))
         if not self.ctx:
             raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens for each of {slots} slots")
         self.n_ctx = int(lc.llama_n_ctx_seq(self.ctx))
@@ -113,11 +113,10 @@ class Engine:
         self._running: list[Sequence] = []                         # admission order
         self._incoming: list[EngineRequest] = []
         self._arrivals = itertools.count()
-        self._cv = threading.Condition()
+        self._cv = driver.cv
         self._closed = False
         self.stats = {"steps": 0, "prompt_tokens_decoded": 0, "tokens_decoded": 0, "max_batch": 0}
-        self._thread = threading.Thread(target=self._loop, name=f"gsexplore-engine-{lm.path.name}", daemon=True)
-        self._thread.start()
+        driver.register(self)
 
     # --- the outside ----------------------------------------------------------
     def submit(self, req: EngineRequest, n: int, base_seed: int) -> EngineRequest:
@@ -139,17 +138,20 @@ class Engine:
             self._cv.notify()
 
     def close(self) -> None:
-        """Stop the loop, fail what is still queued, free the context."""
+        """Fail what is still queued or running, free the context."""
         with self._cv:
             if self._closed:
                 return
             self._closed = True
-            self._cv.notify()
-        self._thread.join(timeout=30)
-        for req in self._requests():
-            req.sink("error", EngineError("the model was closed"), None)
-        self.lc.llama_batch_free(self.batch)
-        self.lc.llama_free(self.ctx)
+        driver.unregister(self)
+
+        def free() -> None:
+            for req in self._requests():
+                req.sink("error", EngineError("the model was closed"), None)
+            self.lc.llama_batch_free(self.batch)
+            self.lc.llama_free(self.ctx)
+
+        driver.call(free)
 
     def info(self) -> dict[str, Any]:
         return {"slots": self.n_slots, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
@@ -157,26 +159,25 @@ class Engine:
                             f"request <= {self.n_ctx}); {self.n_slots * self.n_ctx} tokens in all",
                 "running": len(self._running), "waiting": len(self._waiting), **self.stats}
 
-    # --- the loop -------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._closed and not self._incoming and not self._waiting and not self._running:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                incoming, self._incoming = self._incoming, []
-            for req in incoming:
-                for s in req.seqs:
-                    heapq.heappush(self._waiting, (req.priority, req.arrival, s.index, s))
-            try:
-                self._reap_cancelled()
-                self._schedule()
-                if not self._step():
-                    time.sleep(0.001)  # only postponed sequences: let their source finish
-            except Exception as exc:  # noqa: BLE001 - a llama.cpp failure fails its requests, not the loop
-                log.exception("engine step failed")
-                self._fail_all(exc)
+    # --- the loop (run by the driver's thread) ----------------------------------
+    def has_work(self) -> bool:
+        return bool(self._incoming or self._waiting or self._running)
+
+    def turn(self) -> bool:
+        """schedule -> execute -> update, once. False when nothing was decoded."""
+        with self._cv:
+            incoming, self._incoming = self._incoming, []
+        for req in incoming:
+            for s in req.seqs:
+                heapq.heappush(self._waiting, (req.priority, req.arrival, s.index, s))
+        try:
+            self._reap_cancelled()
+            self._schedule()
+            return self._step()
+        except Exception as exc:  # noqa: BLE001 - a llama.cpp failure fails its requests, not the loop
+            log.exception("engine step failed")
+            self._fail_all(exc)
+            return True
 
     def _requests(self) -> Iterable[EngineRequest]:
         seen: dict[int, EngineRequest] = {}
