@@ -1,16 +1,22 @@
 # gsexplore: `make lab` to explore, `make test` to check everything.
 # Both set up .venv first (once; again when pyproject.toml changes).
+# `make lab PORT=8890` picks the port; as root and on a headless machine too (gsexplore/lab.py):
+# without a display it prints the URL with its token and the `ssh -L` line to reach it.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# JupyterLab's news and update checks off for everyone using .venv (no toast, no request out)
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NOTEBOOK ?= notebooks/00_inicio_rapido.ipynb
+PORT     ?= 8888
+LAB_ARGS ?=
 
 .PHONY: setup doctor lab test test-py test-notebooks bench gpu system-deps clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LAB_SETTINGS)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "gsexplore needs Python 3.10+"'
@@ -20,6 +26,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[test]'
 	$(PY) -m gsexplore.cli models fetch
 	@touch $(STAMP)
+
+# its own target, so a .venv set up before it existed gets it too
+$(LAB_SETTINGS): $(STAMP) gsexplore/lab.py
+	$(PY) -m gsexplore.cli lab --write-settings
 
 # Debian packages: a C/C++ toolchain for llama.cpp, venv, Chromium for the browser test and
 # Node.js to run the playground's JavaScript snippets in a test.
@@ -38,8 +48,9 @@ system-deps:
 doctor: setup
 	$(PY) -m gsexplore.cli doctor
 
+# the command tests/test_lab.py runs (it reads it with `make -n`)
 lab: system-deps setup doctor
-	$(VENV)/bin/jupyter lab $(NOTEBOOK)
+	$(PY) -m gsexplore.cli lab --port $(PORT) $(LAB_ARGS) $(NOTEBOOK)
 
 test: system-deps setup doctor
 	$(PY) -m pytest -q tests

@@ -1,5 +1,6 @@
-"""The `gsexplore` command: serve, chat, models, sweep.
+"""The `gsexplore` command: serve, chat, models, sweep, lab.
 
+    gsexplore lab [--port 8888] [NOTEBOOK]           # JupyterLab (as root too, headless too): `make lab`
     gsexplore serve --model demo                     # a GradienteSur-compatible server on 127.0.0.1:8000
     gsexplore chat "Hola, ¿cómo estás?" --temperature 0.7
     gsexplore chat --remote                          # the GradienteSur API ($GS_API_KEY)
@@ -277,6 +278,12 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     return int(sweep_main(list(argv)) or 0)
 
 
+def cmd_lab(argv: Sequence[str]) -> int:
+    from .lab import main as lab_main  # its own parser: unknown options go to JupyterLab
+
+    return int(lab_main(list(argv)) or 0)
+
+
 # --------------------------------------------------------------------------
 # doctor
 
@@ -372,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     # sweep: parsed by gsexplore.sweep_cli; listed here for --help
     sub.add_parser("sweep", help="run a parameter sweep from a YAML config (gsexplore sweep CONFIG.yaml)",
                    add_help=False)
+    # lab: parsed by gsexplore.lab; listed here for --help
+    sub.add_parser("lab", help="JupyterLab on notebooks/00_inicio_rapido.ipynb (gsexplore lab --help)",
+                   add_help=False)
     return parser
 
 
@@ -381,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "sweep":
             return cmd_sweep(argv[1:])
+        if argv and argv[0] == "lab":
+            return cmd_lab(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

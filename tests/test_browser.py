@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from gsexplore import lab as gslab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "playground.ipynb"
@@ -65,8 +66,7 @@ class Lab:
         # no news or update checks: nothing reaches the network, no toast covers the page
         settings = root / "settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True)
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        (settings / "notification.jupyterlab-settings").write_text(json.dumps(gslab.NOTIFICATION_SETTINGS))
         env = {**os.environ,
                "JUPYTER_CONFIG_DIR": str(root / "config"),
                "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
@@ -74,13 +74,13 @@ class Lab:
                "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
                "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        # the project's JupyterLab command (gsexplore/lab.py: --allow-root when root, no browser)
+        cmd = gslab.jupyter_command(
+            self.port, root / "work", ip="127.0.0.1",
+            extra=[f"--IdentityProvider.token={self.token}", "--LabApp.extension_manager=readonly",
+                   "--ServerApp.terminals_enabled=False"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root / 'work'}",
-             "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
-             *(["--allow-root"] if os.geteuid() == 0 else [])],
-            cwd=root / "work", env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cmd, cwd=root / "work", env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}?token={self.token}"
