@@ -1051,7 +1051,8 @@ class LocalBackend(Backend):
                        "prompt_token_ids": req.prompt_ids.tolist()}
             if o.constraint_accepting is not None:
                 ch.info["constraint_accepting"] = o.constraint_accepting
-                ch.info["guided_engine"] = "llguidance"
+                from ..guided import engine_info
+                ch.info.update(engine_info(req.params))
         yield Delta("done", index=0, completion=c)
 
     def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
