@@ -7,7 +7,9 @@ with the table; cases whose source starts with "VL" are decided by vLLM's
 fallback rule before xgrammar sees them. Last run: xgrammar 0.2.8, 0 disagreements.
 """
 import sys, json, re, warnings
-from pathlib import Path\nROOT = Path(__file__).resolve().parent.parent\nsys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+from pathlib import Path
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 warnings.simplefilter("ignore")
 import xgrammar as xgr
 from xgrammar.testing import _is_grammar_accept_string
