@@ -60,7 +60,7 @@ class Completion:
     index: int = 0
     id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    info: dict[str, Any] = field(default_factory=dict)  # e.g. {"guided_engine": "llguidance"}
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. {"guided_semantics": "xgrammar"}
     choices: list[Completion] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +156,7 @@ class Completion:
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,
             "tokens_per_s": self.tokens_per_s,
+            "guided_semantics": self.info.get("guided_semantics"),
         }
         # `model` is the model that answered; Params.model (the one asked for) must not blank it
         row.update({k: v for k, v in self.params.to_row().items() if k not in row})

@@ -453,6 +453,8 @@ def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any
                      "ttft_s": ch.ttft_s,
                      "tokens_per_s": ch.tokens_per_s,
                      "guided_valid": valid,
+                     # the language the local engine used ("xgrammar" / "guidance"); None remotely
+                     "guided_semantics": ch.info.get("guided_semantics"),
                      "error_type": None,
                      "error_message": None,
                      "timestamp": ts,

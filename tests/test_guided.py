@@ -74,6 +74,9 @@ def assert_honoured(c: Completion) -> None:
             assert v.valid, (ch.content, v)
             assert ch.info.get("constraint_accepting") is True
         assert ch.info["guided_engine"] == "llguidance"
+        assert ch.info["guided_semantics"] == guided.engine_info(ch.params)["guided_semantics"]
+        if ch.finish_reason == "stop":  # in the language of the backend asked for (xgrammar's by default)
+            assert guided.accepts(ch.params, ch.content), (ch.content, ch.info["guided_semantics"])
 
 
 # --------------------------------------------------------------------------- JSON schemas
@@ -349,8 +352,11 @@ def test_guided_decoding_backend_is_kept(tiny):
                chat_template_kwargs=NO_THINK)
     c = tiny.chat(PROMPT, p)
     assert c.params.guided_decoding_backend == "xgrammar"
-    assert c.info["guided_engine"] == "llguidance"
+    assert c.info["guided_engine"] == "llguidance" and c.info["guided_semantics"] == "xgrammar"
     assert c.to_row()["guided_decoding_backend"] == "xgrammar"
+    assert c.to_row()["guided_semantics"] == "xgrammar"
+    g = tiny.chat(PROMPT, p.replace(guided_decoding_backend="guidance"))
+    assert g.info["guided_semantics"] == "guidance" and g.to_row()["guided_semantics"] == "guidance"
 
 
 def test_streaming_with_constraint(tiny):

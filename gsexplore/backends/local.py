@@ -97,6 +97,13 @@ _gguf_sampling = gguf_sampling  # the name the tests and older code use
 # the guided-decoding hook
 
 
+def guided_engine_info(params: Params) -> dict[str, Any]:
+    """The guided engine and semantics a constrained request used (``Completion.info``)."""
+    from ..guided import engine_info
+
+    return engine_info(params)
+
+
 def _constraint_for(params: Params, model: LoadedModel) -> Constraint | None:
     """HOOK for guided decoding: compile params' guided_* / response_format into a Constraint.
 
@@ -537,7 +544,7 @@ class LocalBackend(Backend):
                        "prompt_tokens_evaluated": er.prompt_tokens_evaluated}
             if o.constraint_accepting is not None:
                 ch.info["constraint_accepting"] = o.constraint_accepting
-                ch.info["guided_engine"] = "llguidance"
+                ch.info.update(guided_engine_info(prep.params))
         return c
 
     # --- first-token tools (the explorer and the statistical tests) ------------------

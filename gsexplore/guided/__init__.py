@@ -16,20 +16,46 @@ Three things live here:
   satisfies the constraint it asked for (a :class:`Validity`), so sweeps can plot
   validity rates for the remote server and the local model alike.
 
-The meaning follows vLLM:
+The meaning follows vLLM 0.10-0.11, whose default backend ("auto") compiles with
+xgrammar and falls back to guidance (llguidance) for what xgrammar rejects:
+
+* ``guided_decoding_backend`` unset, "auto" or "xgrammar": **xgrammar's language**
+  (module ``xgrammar``): regex ``\\d`` = ``[0-9]``, ``\\w`` = ``[a-zA-Z0-9_]``,
+  ``\\s`` = ``[ \\t\\n\\r\\f\\v\\u00a0]``, ``.`` also matches a newline,
+  ``^``/``$`` match anywhere, ``\\A``/``\\Z`` are letters; JSON schemas in strict
+  mode (an object with ``properties`` is closed unless ``additionalProperties``
+  opens it; ``prefixItems`` closes the array); flexible whitespace
+  (vLLM's ``any_whitespace``). llguidance stays the engine: the constraint is
+  translated. A construct xgrammar rejects (a regex flag or look-around, a
+  ``{,n}``, ``uniqueItems``, ``multipleOf``, ``patternProperties``, an unknown
+  string ``format``, ...) falls back to guidance under "auto"
+  (``Completion.info["guided_fallback"]`` says why) and is a ParamsError under
+  "xgrammar" (vLLM answers 400). Lark grammars are llguidance's own Lark.
+* "guidance": **llguidance's language**, as vLLM's guidance backend: Unicode
+  ``\\d``/``\\w``/``\\s``, ``.`` without newline, open JSON objects.
+* "outlines", "lm-format-enforcer": UnsupportedParam (their languages are
+  not reproduced).
+* Known differences left (xgrammar 0.2.8 checked): xgrammar rejects the integer
+  ``-0`` and accepts ``\\/`` and ``\\u00e9`` escapes in JSON strings, compares a
+  ``const`` object without whitespace, counts an escape as two characters in
+  ``maxLength``, ignores ``minimum`` inside ``allOf``; llguidance does the opposite.
+
+``Completion.info`` of a constrained local output has ``guided_engine``
+("llguidance") and ``guided_semantics`` ("xgrammar" or "guidance"); sweeps
+have a ``guided_semantics`` column. :func:`accepts` is the local engine's own
+judgement of any text. Further:
 
 * ``response_format={"type": "json_schema", ...}`` is ``guided_json`` with that
   schema; ``{"type": "json_object"}`` is any JSON object; ``{"type": "text"}`` is
   no constraint.
-* JSON allows flexible whitespace between tokens (vLLM's default,
-  ``disable_any_whitespace=False``); ``guided_whitespace_pattern`` replaces it.
-  (vLLM's V1 engine ignores that field; gsexplore honours it locally.)
+* ``guided_whitespace_pattern`` replaces the flexible JSON whitespace
+  (vLLM's V1 engine ignores that field; gsexplore honours it locally).
 * ``guided_choice`` is exactly one of the options; ``guided_grammar`` is llama.cpp
   GBNF (what vLLM's xgrammar backend takes) or Lark (llguidance's syntax); a
   grammar with a ``name ::= ...`` rule is GBNF, anything else Lark.
-* ``guided_regex`` uses Python syntax (Params checks it with :mod:`re`); the few
-  spellings Rust's regex engine writes differently are translated
-  (``\\Z``, ``{,n}``, ``[`` and ``&&``/``--``/``~~`` inside classes,
+* ``guided_regex`` uses Python syntax (Params checks it with :mod:`re`). Under
+  guidance the few spellings Rust's regex engine writes differently are
+  translated (``\\Z``, ``{,n}``, ``[`` and ``&&``/``--``/``~~`` inside classes,
   ``\\N{name}``). Look-arounds, ``\\b`` and back-references do not exist in a
   token-level regex engine: they are a ParamsError.
 * With a reasoning model (a vocabulary that has ``<think>``/``</think>``) the
@@ -64,12 +90,13 @@ Example::
 from __future__ import annotations
 
 from .constraint import _MATCHER_LOCK, _MATCHERS, Constraint, compile_constraint, is_reasoning_end, local_constraint
-from .grammar import (ENGINE, KINDS, GrammarSpec, GuidedWarning, grammar_format, grammar_spec,
-                      python_regex_to_rust, validate)
+from .grammar import (BACKENDS, ENGINE, KINDS, GrammarSpec, GuidedWarning, engine_info, grammar_format,
+                      grammar_spec, python_regex_to_rust, requested_backend, validate)
 from .tokenizer import _TOK_LOCK, _TOKENIZERS, GuidedTokenizer, byte_tokenizer, tokenizer_for
-from .validity import Validity, check, check_row, check_text
+from .validity import Validity, accepts, check, check_row, check_text
 
 __all__ = [
+    "BACKENDS",
     "ENGINE",
     "KINDS",
     "Constraint",
@@ -77,17 +104,20 @@ __all__ = [
     "GuidedTokenizer",
     "GuidedWarning",
     "Validity",
+    "accepts",
     "byte_tokenizer",
     "check",
     "check_row",
     "check_text",
     "clear_caches",
     "compile_constraint",
+    "engine_info",
     "grammar_format",
     "grammar_spec",
     "is_reasoning_end",
     "local_constraint",
     "python_regex_to_rust",
+    "requested_backend",
     "tokenizer_for",
     "validate",
 ]

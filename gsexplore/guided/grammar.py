@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ParamsError, UnsupportedParam
 from ..params import GUIDED_KINDS, Params, schema_of
+from . import xgrammar as xgr
 
 #: Kinds a constraint can have (``Params.guided_kind``).
 KINDS = (*GUIDED_KINDS, "json_object")
@@ -43,17 +44,25 @@ class GrammarSpec:
     kind: str
     field: str
     grammar: str
-    source: str  # the constraint as given, as text (schema JSON, regex, choices JSON, grammar)
+    source: str  # the constraint as compiled, as text (schema JSON, regex, choices JSON, grammar)
+    semantics: str = "guidance"  # whose language: "xgrammar" (vLLM's default) or "guidance"
+    fallback: str = ""  # why "auto" fell back to guidance, as vLLM does ('' when it did not)
+    notes: tuple[str, ...] = ()  # what the translation warns about (e.g. xgrammar's \\Z)
 
 
 def grammar_spec(params: Params) -> GrammarSpec | None:
     """The llguidance grammar of the constraint in ``params`` (None when there is none).
 
+    The language is the one ``guided_decoding_backend`` gives on vLLM
+    (:func:`requested_backend`): xgrammar's by default, guidance's when asked
+    or when "auto" falls back (see :mod:`gsexplore.guided.xgrammar`).
     Raises ParamsError when the constraint cannot be translated (a GBNF grammar
-    that does not parse, a regex construct Rust's engine lacks); the grammar is
-    not checked further here: :func:`validate` does that.
+    that does not parse, a regex construct Rust's engine lacks, a construct
+    xgrammar rejects with ``guided_decoding_backend="xgrammar"``); the grammar
+    is not checked further here: :func:`validate` does that.
     Raises UnsupportedParam for ``guided_whitespace_pattern`` without a JSON
-    constraint (nothing it could apply to).
+    constraint (nothing it could apply to) and for backends whose language is
+    not reproduced.
     """
     kind = params.guided_kind
     ws = params.guided_whitespace_pattern
@@ -63,29 +72,97 @@ def grammar_spec(params: Params) -> GrammarSpec | None:
             "it only applies to JSON constraints (guided_json or a json response_format)")
     if kind is None:
         return None
+    backend = requested_backend(params)
+    sem = "guidance" if backend == "guidance" else "xgrammar"
     if kind == "guided_json":
         field_ = "guided_json" if params.guided_json is not None else "response_format"
         schema = schema_of(params)
+        fallback, notes = "", ()
+        if sem == "xgrammar":
+            try:
+                schema, warns = xgr.strict_schema(schema)
+                notes = tuple(warns)
+            except xgr.XgrammarUnsupported as e:
+                sem, fallback = _fall_back(backend, field_, params, f"the JSON schema uses {e}")
         # key order matters: llguidance emits properties in the order the schema lists them
         text = json.dumps(schema, ensure_ascii=False)
-        return GrammarSpec(kind, field_, _json_grammar(text, ws), text)
+        return GrammarSpec(kind, field_, _json_grammar(text, ws), text, sem, fallback, notes)
     if kind == "json_object":
-        text = '{"type": "object"}'
-        return GrammarSpec(kind, "response_format", _json_grammar(text, ws), text)
+        text = '{"type": "object"}'  # an open object in both languages
+        return GrammarSpec(kind, "response_format", _json_grammar(text, ws), text, sem)
     if kind == "guided_regex":
         rx = params.guided_regex or ""
-        return GrammarSpec(kind, kind, _regex_grammar(rx), rx)
+        fallback, notes = "", ()
+        if sem == "xgrammar":
+            try:
+                rust, warns = xgr.regex_to_rust(rx)
+                notes = tuple(warns)
+            except xgr.XgrammarUnsupported as e:
+                sem, fallback = _fall_back(backend, kind, params, f"the regex has {e}")
+        if sem == "guidance":
+            rust = python_regex_to_rust(rx)
+        return GrammarSpec(kind, kind, _regex_grammar(rust), rx, sem, fallback, notes)
     if kind == "guided_choice":
         choices = list(params.guided_choice or [])
         if not choices:
             raise ParamsError("guided_choice=[] is not allowed: needs at least one option",
                               field="guided_choice", value=choices)
         text = json.dumps(choices, ensure_ascii=False)
-        return GrammarSpec(kind, kind, _choice_grammar(text), text)
+        return GrammarSpec(kind, kind, _choice_grammar(text), text, sem)
     if kind == "guided_grammar":
         g = params.guided_grammar or ""
-        return GrammarSpec(kind, kind, _cfg_grammar(g), g)
+        fallback = ""
+        if sem == "xgrammar" and grammar_format(g) == "lark":
+            # vLLM 0.10-0.11 turn simple Lark into EBNF for xgrammar; llguidance reads Lark itself
+            sem, fallback = "guidance", "a Lark grammar is compiled with llguidance's own Lark"
+        return GrammarSpec(kind, kind, _cfg_grammar(g), g, sem, fallback)
     raise ParamsError(f"unknown guided kind {kind!r}")  # pragma: no cover
+
+
+#: ``guided_decoding_backend`` values vLLM 0.10-0.11 accept ("auto" when unset).
+BACKENDS = ("auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer")
+
+
+def requested_backend(params: Params) -> str:
+    """``params.guided_decoding_backend`` checked: "auto" (unset), "xgrammar" or "guidance".
+
+    Raises UnsupportedParam for "outlines" and "lm-format-enforcer" (their
+    languages are not reproduced locally) and ParamsError for unknown names.
+    """
+    b = params.guided_decoding_backend
+    if b is None:
+        return "auto"
+    if b in ("outlines", "lm-format-enforcer"):
+        raise UnsupportedParam(
+            "guided_decoding_backend", "local",
+            f"{b!r}'s language (its own regex engine and JSON-schema-to-regex compiler, "
+            f"{'a [ ]? whitespace default, ' if b == 'outlines' else ''}no token-level grammar in common "
+            "with llguidance) is not reproduced locally; use 'xgrammar' (vLLM's default) or 'guidance'")
+    if b not in BACKENDS:
+        raise ParamsError(f"guided_decoding_backend={b!r} is not one of {', '.join(BACKENDS)}",
+                          field="guided_decoding_backend", value=b)
+    return b
+
+
+def _fall_back(backend: str, field_: str, params: Params, why: str) -> tuple[str, str]:
+    """vLLM's rule: "auto" uses guidance for what xgrammar rejects; "xgrammar" is an error (400)."""
+    if backend == "xgrammar":
+        raise ParamsError(f"{field_}: xgrammar cannot compile it ({why}); vLLM answers 400 with "
+                          "guided_decoding_backend='xgrammar'. Unset it (or 'auto') to fall back to "
+                          "guidance as vLLM does, or ask for 'guidance'",
+                          field=field_, value=getattr(params, field_))
+    return "guidance", f"{why}, which xgrammar rejects: vLLM's 'auto' uses guidance"
+
+
+def engine_info(params: Params) -> dict[str, Any]:
+    """What ``Completion.info`` records for a constrained local output: engine, semantics, fallback."""
+    spec = grammar_spec(params)
+    if spec is None:
+        return {}
+    info: dict[str, Any] = {"guided_engine": ENGINE, "guided_semantics": spec.semantics}
+    if spec.fallback:
+        info["guided_fallback"] = spec.fallback
+    return info
 
 
 @lru_cache(maxsize=256)
@@ -97,8 +174,7 @@ def _json_grammar(schema_text: str, whitespace_pattern: str | None) -> str:
 
 
 @lru_cache(maxsize=256)
-def _regex_grammar(regex: str) -> str:
-    rust = python_regex_to_rust(regex)
+def _regex_grammar(rust: str) -> str:
     return _llg().LLMatcher.grammar_from_regex(rust)
 
 
@@ -306,6 +382,8 @@ def validate(params: Params) -> GrammarSpec | None:
         raise ParamsError(_format_error(spec, err), field=spec.field, value=getattr(params, spec.field))
     for w in warns:  # e.g. an unknown string "format": llguidance ignores it; say so
         warnings.warn(f"{spec.field}: llguidance: {w}", GuidedWarning, stacklevel=2)
+    for w in spec.notes:  # e.g. xgrammar reads \\Z as the letter Z
+        warnings.warn(f"{spec.field}: {w}", GuidedWarning, stacklevel=2)
     return spec
 
 

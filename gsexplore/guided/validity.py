@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ParamsError
+from ..errors import GSExploreError, ParamsError
 from ..params import GUIDED_KINDS, Params, schema_of
 from .constraint import _new_matcher
-from .grammar import GrammarSpec, _format_error, _grammar_error, _llg, grammar_spec
+from .grammar import GrammarSpec, _format_error, _grammar_error, _llg, grammar_spec, validate
 from .tokenizer import _byte_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,7 +147,7 @@ def _check_spec(params: Params) -> tuple[GrammarSpec | None, str]:
     against a superset). (None, why) when there is none."""
     try:
         spec = grammar_spec(params.replace(guided_whitespace_pattern=None))
-    except ParamsError as e:
+    except GSExploreError as e:  # also UnsupportedParam: an "outlines" output is checked with Python re
         return None, str(e)
     assert spec is not None
     err = _grammar_error(spec.grammar)
@@ -181,8 +181,13 @@ def _full_check(kind: str, text: str, params: Params, spec: GrammarSpec | None) 
             return False, f"schema violation at {where}: {err.message}"
         return True, "valid against the JSON schema"
     if kind == "guided_regex":
+        if spec is not None:  # the regex as vLLM's backend reads it (xgrammar's \\d is [0-9])
+            ok, accepting, _ = _byte_parse(spec, text)
+            ok = ok and accepting
+            return ok, (f"matches the regex ({spec.semantics})" if ok
+                        else f"does not match the regex in full ({spec.semantics})")
         ok = re.fullmatch(params.guided_regex or "", text) is not None
-        return ok, ("matches the regex" if ok else "does not match the regex in full")
+        return ok, ("matches the regex (Python re)" if ok else "does not match the regex in full (Python re)")
     if kind == "guided_choice":
         choices = params.guided_choice or []
         return (True, "one of the choices") if text in choices else (False, "not one of the choices")
@@ -192,6 +197,22 @@ def _full_check(kind: str, text: str, params: Params, spec: GrammarSpec | None) 
     if ok and accepting:
         return True, "parses with the grammar"
     return False, (err if not ok else "the grammar is not complete at the end of the text")
+
+
+def accepts(params: Params, text: str) -> bool:
+    """Whether the constraint in ``params``, in the language of its backend, accepts ``text`` in full.
+
+    The local engine's own judgement (llguidance over the text's bytes, with
+    the xgrammar or guidance semantics that ``guided_decoding_backend`` picks),
+    so it can say of any backend's output "vLLM would never produce this".
+    True when ``params`` has no constraint. Raises ParamsError /
+    UnsupportedParam for a constraint the local engine cannot compile.
+    """
+    spec = validate(params)
+    if spec is None:
+        return True
+    ok, accepting, _ = _byte_parse(spec, text)
+    return ok and accepting
 
 
 def _prefix_check(kind: str, text: str, params: Params, spec: GrammarSpec | None) -> tuple[bool, str]:
