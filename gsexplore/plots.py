@@ -2,8 +2,10 @@
 
 ``y`` is a column of the DataFrame or a metric name of `gsexplore.metrics.METRICS`
 (computed on demand with `add_metrics`). Group metrics (distinct_2, ...) count
-once per cell; row metrics once per row. Bands and error bars are the t-based
-95% interval of the mean (see `gsexplore.metrics.mean_ci`), clipped to [0, 1] for rates.
+once per cell; row metrics once per row. Bands are 95% intervals chosen by the
+metric's type (`gsexplore.metrics.mean_ci`): Wilson for rates (0/1 metrics),
+a seeded BCa bootstrap of the mean otherwise. ``kind="compare"`` draws each level's
+difference from a baseline with its interval (a forest plot of `df.gs.compare`).
 
 Each function returns the Axes it drew on (a Figure when it draws facets), with a
 title, axis labels and, when there is a hue, a legend. ``lang="es"`` labels in Spanish.
@@ -22,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .metrics import MEASURES, METRICS, add_metrics, clip_interval, mean_ci
+from .metrics import MEASURES, METRICS, add_metrics, mean_ci
 
 __all__ = ["plot", "line", "distribution", "heatmap", "plot_backends", "save"]
 
@@ -122,8 +124,7 @@ def line(df: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Axes | No
             if v is None and numeric_x:
                 continue  # an unset numeric x has no place on the axis
             vals = pd.to_numeric(_select(d, x, v)[y], errors="coerce")
-            n, m, _, a, b = mean_ci(vals)
-            a, b = clip_interval(y, a, b)
+            n, m, _, a, b = mean_ci(vals, y)
             if n == 0:
                 continue
             xs.append(pos[v])

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gsexplore.accessor  # noqa: E402,F401
-from gsexplore import plots  # noqa: E402
+from gsexplore import plots, stats  # noqa: E402
 from gsexplore.store import frame  # noqa: E402
 
 
@@ -50,9 +50,9 @@ def test_line_plots_means_bands_and_legend(tmp_path):
     # top_k=5: n = int(10t + 0.5 + r) for r = 0, 1, 2 -> t=0: 0,1,2; t=0.5: 5,6,7; t=1: 10,11,12
     np.testing.assert_allclose(lines[0].get_ydata(), [1.0, 6.0, 11.0])
     np.testing.assert_allclose(lines[1].get_ydata(), [6.0, 11.0, 16.0])  # top_k=50: +5
-    # the band is the t interval: s = 1, n = 3 -> half width 4.303 / sqrt(3)
+    # the band is the BCa bootstrap interval of each mean (n_words is not a rate)
     band = ax.collections[0].get_paths()[0].vertices
-    assert band[:, 1].max() == pytest.approx(11 + 4.303 / np.sqrt(3))
+    assert band[:, 1].max() == pytest.approx(stats.bootstrap_ci([10.0, 11.0, 12.0])[1])
     assert ax.get_xlabel() == "temperature" and "words" in ax.get_ylabel()
     assert ax.get_title() == "words vs temperature by top_k"
     out = plots.save(ax, tmp_path / "line.png")
