@@ -328,6 +328,7 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     if "error_type" in df.columns and df["error_type"].notna().any():
         ms.append("is_error")
     ms += [c for c in ("latency_s", "tokens_per_s") if c in df.columns]
+    ms += [c for c in ("mean_entropy", "perplexity") if c in df.columns and df[c].notna().any()]
     return ms
 
 

@@ -450,6 +450,8 @@ def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any
                      "latency_s": ch.latency_s,
                      "ttft_s": ch.ttft_s,
                      "tokens_per_s": ch.tokens_per_s,
+                     "mean_entropy": ch.token_stats[0],
+                     "perplexity": ch.token_stats[1],
                      "guided_valid": valid,
                      "error_type": None,
                      "error_message": None,
