@@ -4,8 +4,9 @@ Works on anything with ``logprobs`` (OpenAI/vLLM shape: ``{"token", "logprob",
 "bytes", "top_logprobs": [...]}`` per generated token), local or remote.
 
 Entropy per token (nats): the entry's own ``"entropy"`` when the backend gives the
-exact value, else ``-Σ p log p`` over the ``top_logprobs`` alternatives, a lower
-bound of the full distribution's entropy (the tail it does not see only adds).
+exact value, else a lower bound from the ``top_logprobs`` alternatives:
+``-Σ p log p`` over them, plus the rest of the probability (1 - their sum) counted
+as one more candidate (spread over many tokens, as it really is, it has more).
 Perplexity: ``exp(-mean logprob)`` of the chosen tokens.
 
 Reasoning and content: a Qwen3 answer's tokens up to ``</think>`` are reasoning
@@ -52,7 +53,9 @@ def token_entropy(entry: dict[str, Any]) -> float | None:
     top = entry.get("top_logprobs") or []
     if not top:
         return None
-    return float(-sum(math.exp(t["logprob"]) * t["logprob"] for t in top if t["logprob"] > -math.inf))
+    ps = [math.exp(t["logprob"]) for t in top if t["logprob"] > -math.inf]
+    rest = max(0.0, 1.0 - sum(ps))
+    return float(-sum(p * math.log(p) for p in ps if p > 0) - (rest * math.log(rest) if rest > 0 else 0.0))
 
 
 def token_stats(logprobs: Sequence[dict[str, Any]] | None) -> tuple[float | None, float | None]:

@@ -41,7 +41,8 @@ def test_tokens_by_hand():
     assert t[2].entropy == pytest.approx(1.5 * math.log(2))
     # perplexity: exp(-mean logprob) = (1 * 0.5 * 0.25 * 0.1) ** (-1/4)
     assert t.perplexity == pytest.approx((0.5 * 0.25 * 0.1) ** -0.25)
-    ents = [0.0, math.log(2), 1.5 * math.log(2), -(0.6 * math.log(0.6) + 0.3 * math.log(0.3))]
+    # "!": 0.6, 0.3 and the rest 0.1 counted as one more candidate
+    ents = [0.0, math.log(2), 1.5 * math.log(2), -(0.6 * math.log(0.6) + 0.3 * math.log(0.3) + 0.1 * math.log(0.1))]
     assert t.mean_entropy == pytest.approx(np.mean(ents))
     assert t.prefix(3) == "Sí"
     row = _hand_made().to_row()
@@ -100,3 +101,22 @@ def test_sweep_token_statistics_are_plottable(demo_backend):
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), df.groupby("temperature")["perplexity"].mean())
     assert ax.get_ylabel().startswith("perplexity")
     assert "mean_entropy" in set(df.gs.summary()["metric"])
+
+
+def test_token_view_branches_on_request(demo_backend):
+    import time
+
+    c = demo_backend.chat("¿Cuál es la capital de Francia?", gs.Params(**LP))
+    view = gs.panels.TokenView(c, demo_backend)
+    assert [t["text"] for t in view.tokens] == [t.text for t in c.tokens()] and view.branchable
+    assert view.tokens[0]["top"][0][1] == pytest.approx(c.tokens()[0].prob)
+    alt = view.tokens[2]["top"][1][0]
+    view.request = {"index": 2, "token": alt, "n": 1}  # what a click in the browser sends
+    t0 = time.monotonic()
+    while not view.branches and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    (b,) = view.branches
+    assert b["prefix"] == c.tokens().prefix(2) and b["token"] == alt and view.status == ""
+    assert view.results[0].text.startswith(c.tokens().prefix(2) + alt)
+    with pytest.raises(ValueError, match="no logprobs"):
+        gs.panels.TokenView(demo_backend.chat("hola", max_tokens=2))
