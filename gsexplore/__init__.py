@@ -29,6 +29,8 @@ _LAZY = {
     "sampling": ("gsexplore.sampling", None),
     "models": ("gsexplore.models", None),
     "metrics": ("gsexplore.metrics", None),
+    "stats": ("gsexplore.stats", None),
+    "compare": ("gsexplore.comparison", "compare"),
 }
 
 __all__ = ["APIConnectionError", "APIError", "APITimeoutError", "AuthenticationError", "BadRequestError",

@@ -2,7 +2,8 @@
 
 Importing this module (``import gsexplore`` does) registers it::
 
-    df.gs.summary(by=["temperature"])      # tidy: metric, n, mean, std, ci_low, ci_high
+    df.gs.summary(by=["temperature"])      # tidy: metric, n, mean, std, ci_low, ci_high, interval
+    df.gs.compare(by="top_k", metric="distinct_2", baseline=50)   # each level vs the baseline, tested
     df.gs.plot(x="temperature", y="distinct_2", hue="top_k")
     df.gs.add_metrics(); df.gs.varied; df.gs.errors; df.gs.ok
 """
@@ -23,9 +24,17 @@ class GSAccessor:
     def __init__(self, df: pd.DataFrame) -> None:
         self._df = df
 
-    def summary(self, by: str | list[str] | None = None, metrics: str | list[str] | None = None) -> pd.DataFrame:
-        """Mean and 95% interval (t-based) of each metric per group; by defaults to backend + varied params."""
-        return _metrics.summarize(self._df, by=by, metrics=metrics)
+    def summary(self, by: str | list[str] | None = None, metrics: str | list[str] | None = None,
+                **kw: Any) -> pd.DataFrame:
+        """Mean and 95% interval (Wilson for rates, BCa bootstrap for means) per group and metric."""
+        return _metrics.summarize(self._df, by=by, metrics=metrics, **kw)
+
+    def compare(self, by: str, metric: str | list[str] | None = None, baseline: Any = None,
+                **kw: Any) -> pd.DataFrame:
+        """Each level of ``by`` against ``baseline``: diff, 95% CI, effect, test, Holm p (gsexplore.comparison)."""
+        from .comparison import compare
+
+        return compare(self._df, by, metric=metric, baseline=baseline, **kw)
 
     def add_metrics(self) -> pd.DataFrame:
         """A copy with the row and group metrics added (see gsexplore.metrics)."""

@@ -71,20 +71,45 @@ def _compile(template: str) -> Any:
 
 def render_chat_template(template: str, messages: list[dict[str, Any]], *,
                          add_generation_prompt: bool = True, bos_token: str = "",
-                         eos_token: str = "", **template_kwargs: Any) -> str:
+                         eos_token: str = "", continue_final_message: bool = False,
+                         **template_kwargs: Any) -> str:
     """The prompt text for ``messages``; ``template_kwargs`` become template variables.
+
+    ``continue_final_message`` cuts the prompt right after the last message's text
+    (no end-of-turn token), so the model continues that message, as transformers'
+    ``apply_chat_template`` and vLLM do.
 
     >>> render_chat_template(CHATML_TEMPLATE, [{"role": "user", "content": "hola"}])
     '<|im_start|>user\\nhola<|im_end|>\\n<|im_start|>assistant\\n'
+    >>> render_chat_template(CHATML_TEMPLATE, [{"role": "user", "content": "hola"},
+    ...     {"role": "assistant", "content": "Buen"}], add_generation_prompt=False,
+    ...     continue_final_message=True)
+    '<|im_start|>user\\nhola<|im_end|>\\n<|im_start|>assistant\\nBuen'
     """
     import jinja2
 
+    if continue_final_message and add_generation_prompt:
+        raise TemplateError("continue_final_message and add_generation_prompt cannot both be on")
     variables = dict(template_kwargs)
     variables.update(messages=messages, add_generation_prompt=add_generation_prompt,
                      bos_token=bos_token, eos_token=eos_token)
     try:
-        return _compile(template).render(**variables)
+        text = _compile(template).render(**variables)
     except TemplateError:
         raise
     except jinja2.TemplateError as exc:
         raise TemplateError(f"the chat template failed: {exc}") from exc
+    return _cut_after_final(text, messages) if continue_final_message else text
+
+
+def _cut_after_final(text: str, messages: list[dict[str, Any]]) -> str:
+    """The rendered prompt up to the end of the final message's content (transformers' rule)."""
+    final = messages[-1].get("content") if messages else None
+    if not isinstance(final, str) or not final.strip():
+        raise TemplateError("continue_final_message needs a final message with text to continue")
+    loc = text.rfind(final.strip())
+    if loc < 0:
+        raise TemplateError("continue_final_message: the template does not render the final message's text")
+    if text[loc:loc + len(final.lstrip())] == final.lstrip():
+        return text[:loc + len(final.lstrip())]  # the template kept the message's trailing spaces
+    return text[:loc + len(final.strip())]

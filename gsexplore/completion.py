@@ -137,6 +137,19 @@ class Completion:
                 return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
         return ""
 
+    def tokens(self) -> Any:
+        """The generated tokens with probabilities, ranks, entropies and alternatives (`gsexplore.tokens.Tokens`)."""
+        from .tokens import Tokens
+
+        return Tokens(self)
+
+    @property
+    def token_stats(self) -> tuple[float | None, float | None]:
+        """(mean entropy per token in nats, perplexity); None without logprobs."""
+        from .tokens import token_stats
+
+        return token_stats(self.logprobs)
+
     def to_row(self) -> dict[str, Any]:
         """A flat dict: the outcome, then one column per parameter (None when not set)."""
         row: dict[str, Any] = {
@@ -156,6 +169,8 @@ class Completion:
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,
             "tokens_per_s": self.tokens_per_s,
+            "mean_entropy": self.token_stats[0],
+            "perplexity": self.token_stats[1],
             "guided_semantics": self.info.get("guided_semantics"),
         }
         # `model` is the model that answered; Params.model (the one asked for) must not blank it

@@ -20,10 +20,12 @@ Per group (all successful outputs of one ``cell_id``: its repeats and choices)
     n_outputs.
 Text metrics are NaN on error rows.
 
-`summarize` (also ``df.gs.summary``) gives the mean and a 95% interval per group:
-mean ± t(0.975, n-1)·s/√n, with Student's t from a table (n ≤ 31) and
-interpolated in 1/df beyond it (it tends to the normal 1.96), clipped to [0, 1]
-for rates. Group metrics count once per cell, row metrics once per row.
+`summarize` (also ``df.gs.summary``) gives the mean and a 95% interval per group,
+chosen by the metric's type (`metric_kind`): rates (booleans and 0/1 metrics such
+as exact_match, is_error, guided_valid) get the Wilson score interval; every other
+metric gets a seeded BCa bootstrap interval of the mean (`gsexplore.stats`), kept
+inside the metric's range. The ``interval`` column names the method. Group metrics
+count once per cell, row metrics once per row.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import pandas as pd
 
 __all__ = ["METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
            "distinct_n", "pairwise_similarity", "row_metrics", "group_metrics", "add_metrics",
-           "mean_ci", "summarize", "varied_params"]
+           "mean_ci", "metric_kind", "metric_values", "summarize", "varied_params"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -54,6 +56,7 @@ class Metric:
     en: str
     es: str
     bounds: tuple[float, float] | None = None  # the metric's range: intervals are clipped to it
+    binary: bool = False  # a 0/1 outcome per row: summarised as a rate (Wilson)
 
     def label(self, lang: str = "en") -> str:
         return self.es if lang == "es" else self.en
@@ -64,9 +67,9 @@ METRICS: dict[str, Metric] = {
     "n_words": Metric("row", "words", "palabras"),
     "n_tokens": Metric("row", "completion tokens", "tokens generados"),
     "repetition_rate": Metric("row", "repetition rate (3-grams)", "tasa de repetición (3-gramas)", (0.0, 1.0)),
-    "exact_match": Metric("row", "exact match", "coincidencia exacta", (0.0, 1.0)),
-    "contains_expected": Metric("row", "contains the expected answer", "contiene la respuesta esperada", (0.0, 1.0)),
-    "is_error": Metric("row", "error rate", "tasa de errores", (0.0, 1.0)),
+    "exact_match": Metric("row", "exact match", "coincidencia exacta", (0.0, 1.0), binary=True),
+    "contains_expected": Metric("row", "contains the expected answer", "contiene la respuesta esperada", (0.0, 1.0), binary=True),
+    "is_error": Metric("row", "error rate", "tasa de errores", (0.0, 1.0), binary=True),
     "distinct_1": Metric("group", "distinct-1", "distinct-1 (palabras únicas)", (0.0, 1.0)),
     "distinct_2": Metric("group", "distinct-2", "distinct-2 (bigramas únicos)", (0.0, 1.0)),
     "pairwise_similarity": Metric("group", "pairwise similarity (Jaccard)", "similitud entre respuestas (Jaccard)", (0.0, 1.0)),
@@ -80,6 +83,9 @@ MEASURES: dict[str, Metric] = {
     "completion_tokens": Metric("row", "completion tokens", "tokens generados"),
     "prompt_tokens": Metric("row", "prompt tokens", "tokens del prompt"),
     "reasoning_tokens": Metric("row", "reasoning tokens", "tokens de razonamiento"),
+    "guided_valid": Metric("row", "valid output", "salida válida", (0.0, 1.0), binary=True),
+    "mean_entropy": Metric("row", "mean token entropy (nats)", "entropía media por token (nats)", (0.0, math.inf)),
+    "perplexity": Metric("row", "perplexity", "perplejidad", (1.0, math.inf)),
 }
 
 
@@ -259,52 +265,41 @@ def add_metrics(df: pd.DataFrame, by: str | list[str] = "cell_id") -> pd.DataFra
 # --------------------------------------------------------------------------
 # intervals and summaries
 
-# two-sided 95% critical values of Student's t, by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-        18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
-        26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+def metric_kind(metric: str, values: Iterable[Any] | None = None) -> str:
+    """"rate" for booleans and 0/1 metrics (Wilson, McNemar, Fisher), else "mean" (bootstrap, Wilcoxon)."""
+    m = METRICS.get(metric) or MEASURES.get(metric)
+    if m is not None:
+        return "rate" if m.binary else "mean"
+    if values is None:
+        return "mean"
+    s = values if isinstance(values, pd.Series) else pd.Series(list(values))
+    if pd.api.types.is_bool_dtype(s):
+        return "rate"
+    from .stats import is_binary
+
+    return "rate" if is_binary(pd.to_numeric(s, errors="coerce")) else "mean"
 
 
-def t95(df: int) -> float:
-    """The 97.5% quantile of Student's t with df degrees of freedom (table, interpolated in 1/df)."""
-    if df < 1:
-        return float("nan")
-    if df in _T95:
-        return _T95[df]
-    if df > 120:
-        lo, hi, tlo, thi = 120, math.inf, _T95[120], 1.960
-    else:
-        keys = sorted(_T95)
-        lo = max(k for k in keys if k < df)
-        hi = min(k for k in keys if k > df)
-        tlo, thi = _T95[lo], _T95[hi]
-    # linear in 1/df between table points
-    x, xlo, xhi = 1 / df, 1 / lo, (0.0 if hi == math.inf else 1 / hi)
-    return thi + (tlo - thi) * (x - xhi) / (xlo - xhi)
+def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """The metric's values as floats: metrics added on demand, one per cell for group metrics."""
+    if metric not in df.columns:
+        if metric not in METRICS:
+            raise KeyError(f"unknown metric or column {metric!r}; metrics: {', '.join(METRICS)}")
+        df = add_metrics(df)
+    if metric in METRICS and METRICS[metric].level == "group" and "cell_id" in df.columns:
+        df = df.drop_duplicates("cell_id")
+    return pd.to_numeric(df[metric].astype("object"), errors="coerce").astype("float64")
 
 
-def mean_ci(values: Iterable[float]) -> tuple[int, float, float, float, float]:
-    """(n, mean, std, ci_low, ci_high): the t-based 95% interval of the mean; NaN bounds when n < 2."""
-    a = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
-    n = len(a)
-    if n == 0:
-        return 0, float("nan"), float("nan"), float("nan"), float("nan")
-    m = float(a.mean())
-    if n == 1:
-        return 1, m, float("nan"), float("nan"), float("nan")
-    s = float(a.std(ddof=1))
-    h = t95(n - 1) * s / math.sqrt(n)
-    return n, m, s, m - h, m + h
+def mean_ci(values: Iterable[float], metric: str | None = None, seed: int = 0) -> tuple[int, float, float, float, float]:
+    """(n, mean, std, ci_low, ci_high): Wilson for a rate, BCa bootstrap for a mean (see `summarize`)."""
+    from .stats import interval
 
-
-def clip_interval(metric: str, lo: float, hi: float) -> tuple[float, float]:
-    """An interval clipped to the metric's range (rates stay within [0, 1])."""
-    m = METRICS.get(metric)
-    if m is None or m.bounds is None:
-        return lo, hi
-    a, b = m.bounds
-    return (lo if math.isnan(lo) else min(max(lo, a), b)), (hi if math.isnan(hi) else min(max(hi, a), b))
+    vals = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype="object")
+    kind = metric_kind(metric, vals) if metric is not None else metric_kind("", vals)
+    m = (METRICS.get(metric) or MEASURES.get(metric)) if metric else None
+    iv = interval(vals, kind, seed=seed, bounds=m.bounds if m else None)  # type: ignore[arg-type]
+    return iv.n, iv.mean, iv.std, iv.low, iv.high
 
 
 def varied_params(df: pd.DataFrame) -> list[str]:
@@ -333,6 +328,7 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     if "error_type" in df.columns and df["error_type"].notna().any():
         ms.append("is_error")
     ms += [c for c in ("latency_s", "tokens_per_s") if c in df.columns]
+    ms += [c for c in ("mean_entropy", "perplexity") if c in df.columns and df[c].notna().any()]
     return ms
 
 
@@ -347,8 +343,15 @@ def default_by(df: pd.DataFrame) -> list[str]:
     return by or (["backend"] if "backend" in df.columns else [])
 
 
-def summarize(df: pd.DataFrame, by: str | list[str] | None = None, metrics: str | list[str] | None = None) -> pd.DataFrame:
-    """Tidy summary: one row per group and metric with n, mean, std, ci_low, ci_high (95%, t-based)."""
+def summarize(df: pd.DataFrame, by: str | list[str] | None = None, metrics: str | list[str] | None = None,
+              *, rate_method: str = "wilson", seed: int = 0) -> pd.DataFrame:
+    """Tidy summary: one row per group and metric with n, mean, std, ci_low, ci_high, interval.
+
+    Rates get Wilson (``rate_method="clopper-pearson"`` for the exact interval), other
+    metrics a seeded BCa bootstrap interval of the mean (`gsexplore.stats.interval`).
+    """
+    from .stats import interval
+
     by = default_by(df) if by is None else ([by] if isinstance(by, str) else list(by))
     metrics = default_metrics(df) if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
     missing = [m for m in metrics if m not in df.columns]
@@ -360,16 +363,20 @@ def summarize(df: pd.DataFrame, by: str | list[str] | None = None, metrics: str 
     records = []
     for metric in metrics:
         data = df
-        if METRICS.get(metric, MEASURES.get(metric, Metric("row", "", ""))).level == "group" \
-                and "cell_id" in df.columns:
+        spec = METRICS.get(metric) or MEASURES.get(metric)
+        if spec is not None and spec.level == "group" and "cell_id" in df.columns:
             data = df.drop_duplicates("cell_id")  # a group metric counts once per cell
+        kind = metric_kind(metric, data[metric])
         groups = data.groupby(by, sort=True, dropna=False) if by else [((), data)]
         for key, g in groups:
-            n, m, s, lo, hi = mean_ci(pd.to_numeric(g[metric], errors="coerce"))
-            lo, hi = clip_interval(metric, lo, hi)
+            vals = pd.to_numeric(g[metric].astype("object"), errors="coerce")
+            iv = interval(vals, kind, rate_method=rate_method, seed=seed,  # type: ignore[arg-type]
+                          bounds=spec.bounds if spec else None)
             rec = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-            rec.update({"metric": metric, "n": n, "mean": m, "std": s, "ci_low": lo, "ci_high": hi})
+            rec.update({"metric": metric, "n": iv.n, "mean": iv.mean, "std": iv.std, "ci_low": iv.low,
+                        "ci_high": iv.high, "interval": iv.method})
             records.append(rec)
-    out = pd.DataFrame.from_records(records, columns=by + ["metric", "n", "mean", "std", "ci_low", "ci_high"])
+    out = pd.DataFrame.from_records(records, columns=by + ["metric", "n", "mean", "std", "ci_low", "ci_high",
+                                                          "interval"])
     out.attrs = {}
     return out

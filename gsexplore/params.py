@@ -244,6 +244,16 @@ class Params(BaseModel):
         "advanced", "json",
         "Argumentos para la plantilla de chat, p. ej. {'enable_thinking': False} apaga el razonamiento de Qwen3.",
         "Chat template arguments, e.g. {'enable_thinking': False} turns Qwen3's thinking off.")
+    add_generation_prompt: bool | None = _p(
+        "advanced", "bool",
+        "Agrega al prompt el inicio del turno del asistente (lo normal); apagalo para continuar un mensaje final.",
+        "Append the start of the assistant's turn to the prompt (the usual); off to continue a final message.",
+        default=True)
+    continue_final_message: bool | None = _p(
+        "advanced", "bool",
+        "Continúa el último mensaje (del asistente) en vez de empezar uno nuevo; requiere add_generation_prompt=False.",
+        "Continue the last (assistant) message instead of starting a new one; needs add_generation_prompt=False.",
+        default=False)
     add_special_tokens: bool | None = _p(
         "advanced", "bool",
         "Añade tokens especiales al prompt.",
@@ -458,6 +468,9 @@ def _check_combinations(p: Params) -> None:
             _fail(name, ids, "token ids must be >= 0")
     if isinstance(p.stop, list) and any(s == "" for s in p.stop) or p.stop == "":
         _fail("stop", p.stop, "stop strings must not be empty")
+    if p.continue_final_message and p.add_generation_prompt is not False:
+        # vLLM refuses both at once, and its add_generation_prompt defaults to True
+        _fail("continue_final_message", True, "needs add_generation_prompt=False (vLLM refuses both)")
     if p.use_beam_search and p.stream:
         _fail("use_beam_search", True, "cannot be combined with stream=True")
     _check_guided(p)

@@ -2,8 +2,10 @@
 
 ``y`` is a column of the DataFrame or a metric name of `gsexplore.metrics.METRICS`
 (computed on demand with `add_metrics`). Group metrics (distinct_2, ...) count
-once per cell; row metrics once per row. Bands and error bars are the t-based
-95% interval of the mean (see `gsexplore.metrics.mean_ci`), clipped to [0, 1] for rates.
+once per cell; row metrics once per row. Bands are 95% intervals chosen by the
+metric's type (`gsexplore.metrics.mean_ci`): Wilson for rates (0/1 metrics),
+a seeded BCa bootstrap of the mean otherwise. ``kind="compare"`` draws each level's
+difference from a baseline with its interval (a forest plot of `df.gs.compare`).
 
 Each function returns the Axes it drew on (a Figure when it draws facets), with a
 title, axis labels and, when there is a hue, a legend. ``lang="es"`` labels in Spanish.
@@ -22,11 +24,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .metrics import MEASURES, METRICS, add_metrics, clip_interval, mean_ci
+from .metrics import MEASURES, METRICS, add_metrics, mean_ci
 
-__all__ = ["plot", "line", "distribution", "heatmap", "plot_backends", "save"]
+__all__ = ["plot", "line", "distribution", "heatmap", "forest", "plot_backends", "save"]
 
-Kind = Literal["line", "box", "violin", "strip", "heatmap"]
+Kind = Literal["line", "box", "violin", "strip", "heatmap", "compare"]
 
 _WORDS = {
     "vs": {"en": "vs", "es": "según"},
@@ -34,6 +36,7 @@ _WORDS = {
     "unset": {"en": "(not set)", "es": "(sin fijar)"},
     "backend": {"en": "backend", "es": "backend"},
     "mean": {"en": "mean", "es": "media"},
+    "diff": {"en": "difference from", "es": "diferencia con"},
 }
 
 
@@ -122,8 +125,7 @@ def line(df: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Axes | No
             if v is None and numeric_x:
                 continue  # an unset numeric x has no place on the axis
             vals = pd.to_numeric(_select(d, x, v)[y], errors="coerce")
-            n, m, _, a, b = mean_ci(vals)
-            a, b = clip_interval(y, a, b)
+            n, m, _, a, b = mean_ci(vals, y)
             if n == 0:
                 continue
             xs.append(pos[v])
@@ -241,6 +243,41 @@ def heatmap(df: pd.DataFrame, x: str, y: str, value: str, ax: Axes | None = None
     return ax
 
 
+def forest(df: pd.DataFrame, x: str, y: str, baseline: Any = None, ax: Axes | None = None, *,
+           lang: str = "en", title: str | None = None, **compare_kw: Any) -> Axes:
+    """Forest plot of `df.gs.compare(by=x, metric=y)`: each level's difference from the baseline, 95% CI.
+
+    The comparison is kept on the Axes as ``ax.gs_compare``; filled markers are
+    significant after Holm's adjustment, hollow ones are not.
+    """
+    from .comparison import compare
+
+    out = compare(df, x, metric=y, baseline=baseline, **compare_kw)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 0.6 * len(out) + 1.8))
+    alpha = out.attrs.get("alpha", 0.05)
+    ys = np.arange(len(out))[::-1]
+    diff = out["diff"].to_numpy(float)
+    err = np.vstack([diff - out["ci_low"].to_numpy(float), out["ci_high"].to_numpy(float) - diff])
+    ax.errorbar(diff, ys, xerr=err, fmt="none", ecolor="C0", capsize=4)
+    sig = (out["p_adj"] < alpha).to_numpy()
+    ax.scatter(diff[sig], ys[sig], color="C0", zorder=3, label=f"p_adj < {alpha:g}")
+    ax.scatter(diff[~sig], ys[~sig], facecolors="white", edgecolors="C0", zorder=3, label=f"p_adj ≥ {alpha:g}")
+    ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(ys, [f"{label(x, lang)} = {_fmt(v, lang)}" for v in out[x]])
+    for yy, (_, r) in zip(ys, out.iterrows()):
+        ax.annotate(f"p_adj={r['p_adj']:.2g} ({r['test'].split(' ')[0]})", (r["ci_high"], yy),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    base = _fmt(out.attrs.get("baseline"), lang)
+    ax.set_xlabel(f"{label(y, lang)}: {_w('diff', lang)} {label(x, lang)} = {base} "
+                  + ("(IC 95 %)" if lang == "es" else "(95% CI)"))
+    ax.set_title(title if title is not None else f"{label(y, lang)} {_w('vs', lang)} {label(x, lang)} = {base}")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    ax.gs_compare = out  # type: ignore[attr-defined]
+    return ax
+
+
 def plot(df: pd.DataFrame, x: str, y: str, hue: str | None = None, col: str | None = None,
          kind: Kind = "line", ax: Axes | None = None, *, lang: str = "en", title: str | None = None,
          **kw: Any) -> Axes | Figure:
@@ -249,7 +286,8 @@ def plot(df: pd.DataFrame, x: str, y: str, hue: str | None = None, col: str | No
     ``hue`` splits by a second parameter or by "backend"; ``col`` draws one panel per
     value (and returns the Figure). For ``kind="heatmap"`` the second parameter is
     ``hue`` (rows) and y is the value shown: ``plot(df, "temperature", "distinct_2",
-    hue="top_k", kind="heatmap")``.
+    hue="top_k", kind="heatmap")``. ``kind="compare"`` is a forest plot of each
+    level of x against ``baseline=`` (default: the first level), see `forest`.
     """
     if col is not None:
         if ax is not None:
@@ -279,7 +317,11 @@ def plot(df: pd.DataFrame, x: str, y: str, hue: str | None = None, col: str | No
         if hue is None:
             raise ValueError("a heatmap needs two parameters: x and hue (rows)")
         return heatmap(df, x, hue, y, ax, lang=lang, title=title, **kw)
-    raise ValueError(f"kind must be line, box, violin, strip or heatmap, not {kind!r}")
+    if kind == "compare":
+        if hue is not None:
+            raise ValueError("kind='compare' compares the levels of x: use col= to split, not hue")
+        return forest(df, x, y, ax=ax, lang=lang, title=title, **kw)
+    raise ValueError(f"kind must be line, box, violin, strip, heatmap or compare, not {kind!r}")
 
 
 def plot_backends(df: pd.DataFrame, x: str, y: str, hue: str | None = None, kind: Kind = "line", *,

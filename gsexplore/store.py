@@ -41,7 +41,8 @@ HEAD = ["sweep_id", "cell_id", "repeat", "choice", "backend", "model",
 #: Columns after the parameters.
 TAIL = ["content", "reasoning_content", "finish_reason", "stop_reason",
         "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens",
-        "latency_s", "ttft_s", "tokens_per_s", "guided_valid", "guided_semantics", "error_type", "error_message",
+        "latency_s", "ttft_s", "tokens_per_s", "mean_entropy", "perplexity", "guided_valid", "guided_semantics",
+        "error_type", "error_message",
         "timestamp", "run_id", "row_id"]
 #: Every column of a sweep row, in order (parameters in Params declaration order).
 #: (the parameter ``model`` shares the ``model`` column: the model asked for, else the backend's)
@@ -50,7 +51,7 @@ ROW_COLUMNS = HEAD + [n for n in Params.names() if n not in HEAD] + TAIL
 KEY = ["cell_id", "repeat", "seed"]
 
 _INT_COLS = ["repeat", "choice", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens"]
-_FLOAT_COLS = ["latency_s", "ttft_s", "tokens_per_s"]
+_FLOAT_COLS = ["latency_s", "ttft_s", "tokens_per_s", "mean_entropy", "perplexity"]
 
 
 def _json_default(o: Any) -> Any:

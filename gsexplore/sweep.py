@@ -452,6 +452,8 @@ def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any
                      "latency_s": ch.latency_s,
                      "ttft_s": ch.ttft_s,
                      "tokens_per_s": ch.tokens_per_s,
+                     "mean_entropy": ch.token_stats[0],
+                     "perplexity": ch.token_stats[1],
                      "guided_valid": valid,
                      # the language the local engine used ("xgrammar" / "guidance"); None remotely
                      "guided_semantics": ch.info.get("guided_semantics"),

@@ -191,8 +191,10 @@ def _summary_table(summary: Any, by: list[str]) -> Any:
     def cell(r: Any) -> str:
         if pd.isna(r["mean"]):
             return "-"
-        half = (r["ci_high"] - r["ci_low"]) / 2 if pd.notna(r["ci_high"]) else None
-        return f"{r['mean']:.3g}" + (f" ±{half:.2g}" if half is not None else "")
+        if pd.isna(r["ci_high"]):
+            return f"{r['mean']:.3g}"
+        # Wilson and bootstrap intervals are not symmetric: show both ends
+        return f"{r['mean']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
 
     s = summary.assign(value=summary.apply(cell, axis=1))
     if not by:

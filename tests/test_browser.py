@@ -32,6 +32,7 @@ from gsexplore import lab as gslab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "playground.ipynb"
+TOKENVIEW = ROOT / "tests" / "browser" / "tokenview.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "browser_playground.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -127,10 +128,71 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     server = Lab(tmp_path)
     try:
         shutil.copy(NOTEBOOK, tmp_path / "work" / "playground.ipynb")
+        shutil.copy(TOKENVIEW, tmp_path / "work" / "tokenview.ipynb")
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+def _in_chromium(lab: Lab, drive: object, name: str) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, ("Chromium is missing: `sudo apt-get install chromium` (make test does it); "
+                      "this test never downloads a browser")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page.set_default_timeout(60_000)
+            try:
+                drive(page, lab, expect)  # type: ignore[operator]
+            except BaseException:
+                page.screenshot(path=str(ARTIFACTS / f"browser_{name}_failure.png"))
+                print(lab.tail())
+                raise
+        finally:
+            browser.close()
+
+
+def _run_all(page: object, lab: Lab, expect: object, notebook: str) -> None:
+    page.goto(lab.url(f"/lab/tree/{notebook}"))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    kernel = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\(ipykernel\) \| Idle"))
+    expect(kernel).to_be_visible(timeout=120_000)
+    page.locator(".jp-Notebook").first.click()
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile(r"^\s*Run All Cells\s*$")).click()
+
+
+def test_token_view_hover_and_branch(lab: Lab) -> None:
+    """Hovering a token lists its alternatives; clicking one shows a branch that starts with it."""
+    _in_chromium(lab, _drive_token_view, "tokenview")
+
+
+def _drive_token_view(page: object, lab: Lab, expect: object) -> None:
+    _run_all(page, lab, expect, "tokenview.ipynb")
+    view = page.locator(".gs-tokenview")
+    expect(view).to_be_visible(timeout=180_000)
+    toks = view.locator(".gs-tv-content .gs-tv-tok")
+    expect(toks.first).to_be_visible()
+    second = toks.nth(1)
+    second.hover()
+    alts = view.locator(".gs-tv-alts .gs-tv-alt")
+    expect(alts.first).to_be_visible()
+    assert alts.count() == 5  # top_logprobs=5
+    choice = view.locator(".gs-tv-alts .gs-tv-alt:not([disabled])").first
+    token = choice.get_attribute("data-token")
+    prefix = toks.first.inner_text()
+    choice.click()
+    fork = view.locator(".gs-tv-branch .gs-tv-fork")
+    expect(fork).to_have_text(token, timeout=120_000)
+    branch_text = view.locator(".gs-tv-branch").inner_text()
+    assert prefix.strip() in branch_text and (token.strip() in branch_text), branch_text
+    expect(view.locator(".gs-tv-original .gs-tv-fork")).to_have_text(second.inner_text())
+    view.screenshot(path=str(ARTIFACTS / "browser_tokenview.png"))
 
 
 def test_playground_in_jupyterlab(lab: Lab) -> None:

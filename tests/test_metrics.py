@@ -54,17 +54,17 @@ def test_distinct_n_and_similarity():
     assert M.pairwise_similarity(["hola mundo", "Hola, mundo!"]) == 1.0
 
 
-def test_t_interval():
-    assert M.t95(1) == 12.706 and M.t95(30) == 2.042
-    assert 2.000 > M.t95(80) > 1.980
-    assert 1.980 > M.t95(10_000) > 1.960
-    n, m, s, lo, hi = M.mean_ci([1, 2, 3])
-    # s = 1, t(2) = 4.303 -> half width 4.303 / sqrt(3)
-    assert (n, m, s) == (3, 2.0, 1.0)
-    assert hi - m == pytest.approx(4.303 / math.sqrt(3))
-    assert lo == pytest.approx(2 - 4.303 / math.sqrt(3))
+def test_mean_ci_by_metric_type():
+    from gsexplore import stats
+
+    n, m, s, lo, hi = M.mean_ci([1, 2, 3, 7], "n_words")
+    assert (n, m) == (4, 3.25) and (lo, hi) == stats.bootstrap_ci([1, 2, 3, 7])
+    n, m, s, lo, hi = M.mean_ci([1, 0, 0], "is_error")
+    assert (lo, hi) == stats.wilson(1, 3)
     n, m, s, lo, hi = M.mean_ci([5.0, np.nan])
     assert n == 1 and m == 5.0 and math.isnan(lo)
+    assert M.metric_kind("exact_match") == "rate" and M.metric_kind("distinct_2") == "mean"
+    assert M.metric_kind("my_flag", [True, False]) == "rate" and M.metric_kind("x", [0.5, 1]) == "mean"
 
 
 def _rows():
@@ -107,20 +107,25 @@ def test_add_metrics_rows_and_groups():
     assert np.isnan(a["validity_rate"])
 
 
-def test_summary_is_tidy_with_t_interval():
+def test_summary_is_tidy_with_wilson_for_rates_and_bootstrap_for_means():
+    from gsexplore import stats
+
     df = _rows()
     s = df.gs.summary(by="temperature", metrics=["n_words", "distinct_1", "is_error"])
-    assert list(s.columns) == ["temperature", "metric", "n", "mean", "std", "ci_low", "ci_high"]
+    assert list(s.columns) == ["temperature", "metric", "n", "mean", "std", "ci_low", "ci_high", "interval"]
     r = s[(s.temperature == 1.0) & (s.metric == "n_words")].iloc[0]
-    # values 1 and 3 (the error row is NaN): mean 2, s = sqrt(2), half width t(1) * s / sqrt(2) = 12.706
-    assert r["n"] == 2 and r["mean"] == 2.0
-    assert r["ci_high"] - r["mean"] == pytest.approx(12.706)
+    # values 1 and 3 (the error row is NaN): mean 2, BCa bootstrap of the mean
+    assert r["n"] == 2 and r["mean"] == 2.0 and r["interval"] == "bca"
+    assert (r["ci_low"], r["ci_high"]) == stats.bootstrap_ci([1.0, 3.0])
     g = s[(s.metric == "distinct_1")]
     assert list(g["n"]) == [1, 1]  # a group metric counts once per cell
     assert list(g["mean"]) == [0.5, 1.0]
     e = s[(s.temperature == 1.0) & (s.metric == "is_error")].iloc[0]
-    assert e["mean"] == pytest.approx(1 / 3)
-    assert e["ci_low"] == 0.0 and e["ci_high"] == 1.0  # a rate's interval is clipped to [0, 1]
+    assert e["mean"] == pytest.approx(1 / 3) and e["interval"] == "wilson"
+    assert (e["ci_low"], e["ci_high"]) == pytest.approx(stats.wilson(1, 3))  # inside [0, 1], unlike t
+    cp = df.gs.summary(by="temperature", metrics="is_error", rate_method="clopper-pearson")
+    assert cp.iloc[1]["interval"] == "clopper-pearson" and cp.iloc[1]["ci_high"] == pytest.approx(
+        stats.clopper_pearson(1, 3)[1])
 
 
 def test_summary_defaults_use_varied_params():

@@ -21,6 +21,7 @@ VALID = {
     "response_format": {"type": "json_object"}, "guided_decoding_backend": "xgrammar",
     "guided_whitespace_pattern": r"[ ]?", "model": "Qwen/Qwen3-1.7B",
     "chat_template_kwargs": {"enable_thinking": False}, "add_special_tokens": True,
+    "add_generation_prompt": False, "continue_final_message": True,
     "truncate_prompt_tokens": 100, "priority": 1, "logits_processors": ["x"],
     "extra_body": {"foo": 1},
 }
@@ -55,7 +56,8 @@ def test_seed_parameters_are_all_declared():
 
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_each_field_accepted_and_serialised(name):
-    extra = {"logprobs": True} if name == "top_logprobs" else {}
+    extra = {"top_logprobs": {"logprobs": True},
+             "continue_final_message": {"add_generation_prompt": False}}.get(name, {})
     p = gs.Params(**{name: VALID[name]}, **extra)
     req = p.to_request()
     if name == "extra_body":
@@ -66,6 +68,15 @@ def test_each_field_accepted_and_serialised(name):
         assert req[name] == VALID[name]
     json.dumps(req)  # JSON-ready
     assert gs.Params.from_request(json.loads(json.dumps(req))) == p
+
+
+def test_continue_final_message_needs_add_generation_prompt_off():
+    with pytest.raises(gs.ParamsError, match="needs add_generation_prompt=False"):
+        gs.Params(continue_final_message=True)
+    with pytest.raises(gs.ParamsError, match="continue_final_message"):
+        gs.Params(continue_final_message=True, add_generation_prompt=True)
+    p = gs.Params(continue_final_message=True, add_generation_prompt=False)
+    assert p.to_request() == {"continue_final_message": True, "add_generation_prompt": False}
 
 
 @pytest.mark.parametrize("name,value", [(k, v) for k, vs in INVALID.items() for v in vs])

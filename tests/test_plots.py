@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gsexplore.accessor  # noqa: E402,F401
-from gsexplore import plots  # noqa: E402
+from gsexplore import plots, stats  # noqa: E402
 from gsexplore.store import frame  # noqa: E402
 
 
@@ -50,9 +50,9 @@ def test_line_plots_means_bands_and_legend(tmp_path):
     # top_k=5: n = int(10t + 0.5 + r) for r = 0, 1, 2 -> t=0: 0,1,2; t=0.5: 5,6,7; t=1: 10,11,12
     np.testing.assert_allclose(lines[0].get_ydata(), [1.0, 6.0, 11.0])
     np.testing.assert_allclose(lines[1].get_ydata(), [6.0, 11.0, 16.0])  # top_k=50: +5
-    # the band is the t interval: s = 1, n = 3 -> half width 4.303 / sqrt(3)
+    # the band is the BCa bootstrap interval of each mean (n_words is not a rate)
     band = ax.collections[0].get_paths()[0].vertices
-    assert band[:, 1].max() == pytest.approx(11 + 4.303 / np.sqrt(3))
+    assert band[:, 1].max() == pytest.approx(stats.bootstrap_ci([10.0, 11.0, 12.0])[1])
     assert ax.get_xlabel() == "temperature" and "words" in ax.get_ylabel()
     assert ax.get_title() == "words vs temperature by top_k"
     out = plots.save(ax, tmp_path / "line.png")
@@ -126,3 +126,37 @@ def test_errors_are_clear():
         plots.plot(df, x="temperature", y="n_words", kind="heatmap")
     with pytest.raises(ValueError, match=".png, .svg"):
         plots.save(plots.plot(df, x="temperature", y="n_words"), "x.jpg")
+
+
+def test_rate_bands_are_wilson():
+    df = _df()
+    local = df[df.backend == "local"].copy()
+    # a 0/1 column: the first repeat of each cell "errs" -> 1 of 3 per cell; 2 cells per temperature -> 2/6
+    local["flag"] = (local["repeat"] == 0).astype(float)
+    ax = plots.plot(local, x="temperature", y="flag")
+    band = ax.collections[0].get_paths()[0].vertices
+    lo, hi = stats.wilson(2, 6)
+    assert band[:, 1].max() == pytest.approx(hi) and band[:, 1].min() == pytest.approx(lo)
+    assert band[:, 1].min() > 0  # a t band of 2/6 at n = 6 would reach below 0.0 ... Wilson does not
+
+
+def test_compare_is_a_forest_of_the_comparison(tmp_path):
+    df = _df()
+    local = df[df.backend == "local"]
+    ax = plots.plot(local, x="temperature", y="n_words", kind="compare", baseline=0.0, warn=False)
+    out = ax.gs_compare
+    assert list(out["temperature"]) == [0.5, 1.0] and set(out["baseline"]) == {0.0}
+    # n_words = 10t + k/10 + r: +5 and +10 words over temperature 0, the same for every pair
+    np.testing.assert_allclose(out["diff"], [5.0, 10.0])
+    (bars,) = [c for c in ax.containers]
+    segs = bars.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[0][0] for s in segs], out["ci_low"])
+    np.testing.assert_allclose([s[1][0] for s in segs], out["ci_high"])
+    assert [s[0][1] for s in segs] == [1, 0]  # the first level on top
+    ticks = {t.get_position()[1]: t.get_text() for t in ax.get_yticklabels()}
+    assert ticks == {1: "temperature = 0.5", 0: "temperature = 1"}
+    assert "difference from temperature = 0" in ax.get_xlabel()
+    assert any(list(ln.get_xdata()) == [0, 0] for ln in ax.lines)  # the no-difference line
+    plots.save(ax, tmp_path / "forest.png")
+    with pytest.raises(ValueError, match="use col="):
+        plots.plot(local, x="temperature", y="n_words", hue="top_k", kind="compare")

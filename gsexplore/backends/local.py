@@ -332,10 +332,13 @@ class LocalBackend(Backend):
 
     # --- prompt --------------------------------------------------------------
     def render_prompt(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> str:
-        """The prompt text the chat template makes of ``messages`` (with chat_template_kwargs)."""
+        """The prompt text the chat template makes of ``messages`` (with chat_template_kwargs,
+        add_generation_prompt and continue_final_message, as vLLM applies them)."""
         p = merge_params(params, overrides)
         lm = self._lm
-        return render_chat_template(lm.template, self._messages(messages), add_generation_prompt=True,
+        return render_chat_template(lm.template, self._messages(messages),
+                                    add_generation_prompt=p.add_generation_prompt is not False,
+                                    continue_final_message=bool(p.continue_final_message),
                                     bos_token=lm.bos_text, eos_token=lm.eos_text,
                                     **(p.chat_template_kwargs or {}))
 

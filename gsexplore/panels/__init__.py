@@ -5,6 +5,7 @@
 >>> panels.Playground(gs.LocalBackend.demo())                   # doctest: +SKIP
 >>> panels.SweepBuilder(gs.RemoteBackend())                     # doctest: +SKIP
 >>> panels.NextTokenExplorer(gs.LocalBackend.demo(), "El cielo es")  # doctest: +SKIP
+>>> panels.TokenView(completion, backend)                       # doctest: +SKIP
 """
 from . import codegen
 from .backend_panel import BackendPanel
@@ -14,6 +15,7 @@ from .next_token import NextTokenExplorer
 from .params_panel import ParamsPanel
 from .playground import Playground
 from .sweep_builder import SweepBuilder
+from .token_view import TokenView
 
 __all__ = ["BackendPanel", "Compare", "GuidedPanel", "NextTokenExplorer", "ParamsPanel", "Playground",
-           "SweepBuilder", "codegen"]
+           "SweepBuilder", "TokenView", "codegen"]

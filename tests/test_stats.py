@@ -1,0 +1,170 @@
+"""gs.stats against published values, and compare on synthetic sweeps with and without an effect."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import gsexplore as gs
+from gsexplore import stats as S
+from gsexplore.comparison import UnderpoweredWarning
+from gsexplore.store import frame
+
+
+# --- intervals: Newcombe (1998), Stat Med 17:857-872, Table I (Wilson score, method 3) and II (method 10)
+@pytest.mark.parametrize("k,n,low,high", [
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718), (29, 29, 0.8830, 1.0)])
+def test_wilson_matches_newcombe_table(k, n, low, high):
+    lo, hi = gs.stats.wilson(k, n)
+    assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_by_hand():
+    # 3/10, z = 1.95996: centre (0.3 + z²/20) / (1 + z²/10), half z·sqrt(0.021 + z²/400) / (1 + z²/10)
+    z = 1.959963984540054
+    centre = (0.3 + z * z / 20) / (1 + z * z / 10)
+    half = z * math.sqrt(0.3 * 0.7 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert gs.stats.wilson(3, 10) == pytest.approx((centre - half, centre + half))
+    assert gs.stats.wilson(3, 10) == pytest.approx((0.1078, 0.6032), abs=1e-4)
+    assert all(math.isnan(v) for v in gs.stats.wilson(0, 0))
+
+
+def test_clopper_pearson_closed_forms():
+    # k = 0: upper = 1 - (α/2)^(1/n); k = n: lower = (α/2)^(1/n)
+    assert S.clopper_pearson(0, 20) == pytest.approx((0.0, 1 - 0.025 ** (1 / 20)))
+    assert S.clopper_pearson(5, 5)[0] == pytest.approx(0.025 ** (1 / 5))
+    assert S.rate_ci(3, 10, "clopper-pearson")[1] > S.wilson(3, 10)[1]  # exact is wider
+    with pytest.raises(ValueError, match="wilson"):
+        S.rate_ci(3, 10, "wald")  # type: ignore[arg-type]
+
+
+def test_bootstrap_is_scipy_bca_and_seeded():
+    from scipy.stats import bootstrap
+
+    x = [1.0, 2.0, 3.0, 4.0, 10.0, 2.5, 3.5]
+    ref = bootstrap((np.asarray(x),), np.mean, method="BCa", n_resamples=S.N_RESAMPLES,
+                    rng=np.random.default_rng(7)).confidence_interval
+    assert S.bootstrap_ci(x, seed=7) == pytest.approx((ref.low, ref.high))
+    assert S.bootstrap_ci(x, seed=7) == S.bootstrap_ci(x, seed=7)
+    assert S.bootstrap_ci([4.0, 4.0, 4.0]) == (4.0, 4.0)  # no spread: degenerate, not NaN
+    assert all(math.isnan(v) for v in S.bootstrap_ci([1.0]))
+
+
+def test_interval_chooses_by_type():
+    rate = S.interval([1, 0, 0, 1, 1, None])
+    assert rate.method == "wilson" and rate.n == 5 and (rate.low, rate.high) == gs.stats.wilson(3, 5)
+    mean = S.interval([3.0, 5.0, 9.0, 4.0])
+    assert mean.method == "bca" and mean.low < 5.25 < mean.high
+    # a t-interval of 1/5 runs below 0; Wilson stays inside [0, 1]
+    assert S.interval([1, 0, 0, 0, 0]).low > 0
+
+
+# --- tests: textbook values
+def test_mcnemar_is_statsmodels_on_the_table():
+    # Agresti (2002) presidential approval: 794 / 150 / 86 / 570; with continuity correction
+    # chi2 = (|150 - 86| - 1)² / 236 = 16.82
+    a = np.array([1] * 794 + [1] * 150 + [0] * 86 + [0] * 570)
+    b = np.array([1] * 794 + [0] * 150 + [1] * 86 + [0] * 570)
+    r = S.paired_test(a, b, "rate")
+    from scipy.stats import chi2
+
+    assert r.test == "mcnemar (chi2)" and r.p_value == pytest.approx(chi2.sf(63 ** 2 / 236, 1))
+    assert r.diff == pytest.approx((880 - 944) / 1600)
+
+
+def test_wilcoxon_fisher_and_holm_by_hand():
+    # all six paired differences positive: exact two-sided p = 2 / 2^6
+    r = S.paired_test([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12], "mean")
+    assert r.test == "wilcoxon" and r.p_value == pytest.approx(2 / 64)
+    # the lady tasting tea: 3/4 vs 1/4, two-sided Fisher p = 34/70
+    r = S.unpaired_test([1, 0, 0, 0], [1, 1, 1, 0], "rate")
+    assert r.test.startswith("fisher") and r.p_value == pytest.approx(34 / 70)
+    # Newcombe (1998) Table II, 56/70 - 48/80, method 10: 0.0524 to 0.3339
+    r = S.unpaired_test([1] * 48 + [0] * 32, [1] * 56 + [0] * 14, "rate")
+    assert (r.ci_low, r.ci_high) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+    np.testing.assert_allclose(S.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+def test_repeats_needed_matches_power_tables():
+    # Cohen (1988): d = 0.5, α = .05 two-sided, power .8 -> 64 per group; paired 34
+    assert gs.stats.repeats_needed("n_words", 0.5, sd=1.0) == 64
+    assert gs.stats.repeats_needed("n_words", 0.5, sd=1.0, paired=True) == 34
+    # 0.5 -> 0.7: h = 0.4115, n = (1.96 + 0.8416)² / h² = 92.7 -> 93
+    assert gs.stats.repeats_needed("exact_match", 0.2) == 93
+    with pytest.raises(ValueError, match="sd="):
+        gs.stats.repeats_needed("n_words", 1.0)
+
+
+# --- compare on synthetic sweeps
+def _sweep(effect: float, seed: int, *, prompts: int = 4, repeats: int = 5, fixed_seed: bool = False):
+    """top_k 5 vs 50; n_words = prompt level + noise (+ effect at top_k=5); contains_expected a coin."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(prompts):
+        for r in range(repeats):
+            shared = 10 + 4 * p + rng.normal(0, 2)  # paired runs share the prompt's level
+            for k in (5, 50):
+                n = max(1, int(round(shared + rng.normal(0, 1) + (effect if k == 5 else 0))))
+                hit = rng.random() < (0.5 + (effect / 20 if k == 5 else 0))
+                rows.append({"backend": "local", "model": "m", "cell_id": f"{k}-{p}", "prompt_id": f"p{p}",
+                             "repeat": r, "choice": 0, "seed": 7 if fixed_seed else 1000 * p + r + k,
+                             "top_k": k, "content": ("sí " if hit else "no ") + " ".join(["w"] * (n - 1)),
+                             "expected": "sí"})
+    df = frame(rows)
+    df.attrs["varied"] = ["top_k"]
+    return df
+
+
+def test_compare_finds_a_known_effect():
+    df = _sweep(effect=4, seed=1)
+    out = df.gs.compare(by="top_k", metric="n_words", baseline=50)
+    assert list(out.columns)[:13] == ["top_k", "baseline", "metric", "n", "paired", "diff", "ci_low", "ci_high",
+                                      "effect", "test", "p_value", "p_adj", "pairing"]
+    r = out.iloc[0]
+    assert r["top_k"] == 5 and r["baseline"] == 50 and r["n"] == 20 and bool(r["paired"])
+    assert r["pairing"] == "backend+model+prompt_id+repeat+choice"
+    assert r["test"] == "wilcoxon" and r["p_adj"] < 0.01
+    assert r["ci_low"] > 0 and r["ci_low"] < r["diff"] < r["ci_high"]
+
+
+def test_compare_rates_paired_and_unpaired_and_holm():
+    df = _sweep(effect=8, seed=2, prompts=6, repeats=10)  # contains_expected 0.9 vs 0.5
+    out = df.gs.compare(by="top_k", metric=["contains_expected", "n_words"], baseline=50)
+    em = out[out.metric == "contains_expected"].iloc[0]
+    assert em["test"].startswith("mcnemar") and em["effect"] > 0 and em["p_adj"] < 0.05
+    assert list(out["p_adj"]) == pytest.approx(list(S.holm(out["p_value"])))
+    un = df.gs.compare(by="top_k", metric=["contains_expected", "n_words"], baseline=50, pairing="none")
+    assert not un["paired"].any() and list(un["test"]) == ["fisher (newcombe ci)", "mann-whitney (bootstrap ci)"]
+
+
+def test_compare_says_when_seeds_pair_too():
+    out = _sweep(effect=0, seed=3, fixed_seed=True).gs.compare(by="top_k", metric="n_words", warn=False)
+    assert out.iloc[0]["pairing"].endswith("+seed") and out.iloc[0]["baseline"] == 5
+
+
+def test_compare_finds_nothing_without_an_effect_in_most_seeds():
+    hits = 0
+    for seed in range(20):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnderpoweredWarning)
+            out = _sweep(effect=0, seed=100 + seed).gs.compare(by="top_k", metric="n_words", baseline=50)
+        hits += int(out.iloc[0]["p_value"] < 0.05)
+    assert hits <= 3  # about 1 in 20 at the 5% level
+
+
+def test_compare_warns_with_the_n_that_would_detect_it():
+    df = _sweep(effect=1, seed=5, prompts=2, repeats=2)
+    with pytest.warns(UnderpoweredWarning, match=r"n_words: diff .* not significant at n=4 .* about n=\d+ pairs"):
+        df.gs.compare(by="top_k", metric="n_words", baseline=50)
+
+
+def test_compare_errors_are_clear():
+    df = _sweep(effect=0, seed=0)
+    with pytest.raises(ValueError, match="baseline 7 is not a value"):
+        df.gs.compare(by="top_k", metric="n_words", baseline=7)
+    with pytest.raises(KeyError, match="unknown metric"):
+        df.gs.compare(by="top_k", metric="nope")
