@@ -444,3 +444,35 @@ def test_cli_models_list(capsys, tiny_model_path):
     assert any(r["name"] == "tiny-qwen3" and r["path"] == str(tiny_model_path) for r in rows)
     assert main(["models", "fetch", "tiny-qwen3"]) == 0
     assert str(tiny_model_path) in capsys.readouterr().out
+
+
+# --- the batched engine behind the server ------------------------------------------------
+
+
+async def test_concurrent_requests_batch_in_one_engine_and_a_leaving_client_frees_its_slot(demo_model_path):
+    from gsexplore.backends.local import LocalBackend
+
+    b = LocalBackend(str(demo_model_path), n_ctx=256, slots=4, shared=False)
+    app = create_app([b], api_keys={KEY}, served_model_names=["demo"])
+    assert app.state.pool.size == 4
+    with ServerThread(app) as srv:
+        async with RemoteBackend(srv.url, api_key=KEY, model="demo") as remote:
+            got = await asyncio.gather(*(remote.achat(f"Say {i}.", seed=i, max_tokens=12, min_tokens=12,
+                                                      ignore_eos=True) for i in range(4)))
+        assert all(c.usage.completion_tokens == 12 for c in got)
+        assert b.info()["engine_max_batch"] >= 4          # decoded together, one batch per step
+        # the same seeded request alone gives the same answer as in the batch
+        async with RemoteBackend(srv.url, api_key=KEY, model="demo") as remote:
+            alone = await remote.achat("Say 2.", seed=2, max_tokens=12, min_tokens=12, ignore_eos=True)
+        assert alone.content == got[2].content
+        body = {"model": "demo", "stream": True, "max_tokens": 200, "min_tokens": 200, "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Count."}]}
+        with httpx.stream("POST", srv.base + "/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i > 6:
+                    break                                   # the client goes away mid-stream
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (b.info()["engine_running"] or app.state.pool.pending):
+            time.sleep(0.05)
+        assert b.info()["engine_running"] == 0 and app.state.pool.pending == 0
