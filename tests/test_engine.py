@@ -26,6 +26,13 @@ def demo16(demo_model_path):
     return LocalBackend(str(demo_model_path), n_ctx=512, slots=16, shared=False)
 
 
+def _wait_for(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def _ids(c: gs.Completion) -> list[int]:
     return c.info["token_ids"]
 
@@ -79,8 +86,7 @@ def test_cancelling_a_stream_frees_its_slot_within_a_step(demo_model_path):
     long = gs.Params(temperature=0.8, seed=1, max_tokens=400, min_tokens=400, ignore_eos=True)
     first = b.submit("Count forever.", long)
     other = b.submit("Count forever too.", long)
-    time.sleep(0.3)
-    assert b.info()["engine_running"] == 2
+    _wait_for(lambda: b.info()["engine_running"] == 2)
     third = b.submit("Say hi.", gs.Params(temperature=0, max_tokens=4))
     time.sleep(0.2)
     assert not third.done                               # both slots are busy
@@ -156,7 +162,7 @@ def test_priority_orders_the_waiting_queue(demo_model_path):
     short = gs.Params(temperature=0, max_tokens=2)
     busy = b.submit("Count to fifty.", gs.Params(temperature=0, max_tokens=60, min_tokens=60, ignore_eos=True),
                     on_event=record("busy"))
-    time.sleep(0.2)
+    _wait_for(lambda: b.info()["engine_running"] == 1)
     hs = [b.submit(f"Say {name}.", short.replace(priority=prio), on_event=record(name))
           for name, prio in (("late", 5), ("urgent", -1), ("normal", 0), ("normal2", 0))]
     for h in [busy, *hs]:

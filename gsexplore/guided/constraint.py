@@ -40,6 +40,15 @@ def _new_matcher(tokenizer: GuidedTokenizer, spec: GrammarSpec, params: Params |
 
 
 _BITS32 = np.arange(32, dtype=np.int64)
+_EXECUTOR: Any = None
+
+
+def _executor() -> Any:
+    """llguidance's parallel mask executor (one per process)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = _llg().LLExecutor()
+    return _EXECUTOR
 _SPARSE_WORDS = 64  # apply(): at most this many mask words with allowed tokens -> gather/scatter
 
 
@@ -152,6 +161,26 @@ class Constraint:
         if len(logits) > n:
             logits[n:] = -np.inf
         return logits
+
+    @staticmethod
+    def compute_masks(constraints: Sequence[Constraint]) -> None:
+        """Compute the next-token masks of several constraints at once, in llguidance's thread pool.
+
+        The batched engine calls this once per step with every constrained sequence's
+        constraint; each then finds its mask ready (``apply``, ``mask`` compute nothing).
+        """
+        todo = [c for c in constraints if c.active and not c._fresh and not c.finished]
+        if len(todo) < 2:
+            return
+        words = max(c._ll_bytes for c in todo) // 4
+        bitmask = np.zeros((len(todo), words), dtype=np.int32)
+        _executor().unsafe_compute_mask_ptr([(c._m, i) for i, c in enumerate(todo)], bitmask.ctypes.data,
+                                            words * 4, len(todo))
+        for i, c in enumerate(todo):
+            if c._m.is_error():
+                c._raise()
+            c._buf[:words] = bitmask[i]
+            c._fresh = True
 
     # --- advancing ------------------------------------------------------------
     def consume(self, token_id: int) -> None:

@@ -360,6 +360,8 @@ class Engine:
             s.slot.tokens.extend(int(t) for t in ids[s.prefill_at:s.prefill_at + k])
             s.req.prompt_tokens_evaluated += k
             st["prompt_tokens_decoded"] += k
+        self._compute_masks([s for s, _ in decode]
+                            + [s for s, start, k in prefill if s.prefill_at + k == len(s.req.prompt_ids)])
         for s, i in decode:
             row = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, i), shape=(n_vocab,))
             s.take(row, self.ctx, i)
@@ -379,6 +381,19 @@ class Engine:
                 s.state = "decode"
                 self._after_prompt(s, row, last)
         return True
+
+    @staticmethod
+    def _compute_masks(seqs: list[Sequence]) -> None:
+        """The guided masks of every constrained sequence of this step, computed together."""
+        by_kind: dict[type, list[Any]] = {}
+        for s in seqs:
+            c = s.constraint
+            if c is not None and not s.in_reasoning:
+                by_kind.setdefault(type(c), []).append(c)
+        for kind, cs in by_kind.items():
+            batch = getattr(kind, "compute_masks", None)
+            if batch is not None and len(cs) > 1:
+                batch(cs)
 
     def _prompt_logprobs(self, s: Sequence, start: int, k: int) -> None:
         """vLLM's prompt_logprobs entries for the prompt positions just evaluated."""

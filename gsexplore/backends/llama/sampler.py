@@ -32,7 +32,9 @@ class Constraint(Protocol):
     which the sampler then prefers as the faster path. After each draw the engine
     calls ``consume(token_id)``; ``is_stopped()`` ends the answer (finish_reason
     "stop"); ``is_accepting()`` is recorded in ``Completion.info["constraint_accepting"]``.
-    The mask must allow the EOS ids exactly when the constraint accepts.
+    The mask must allow the EOS ids exactly when the constraint accepts. A constraint
+    class may offer ``compute_masks(constraints)`` (a static method): the engine then
+    computes the masks of all its constrained sequences of a step in one call.
     """
 
     def mask(self) -> np.ndarray | None: ...
