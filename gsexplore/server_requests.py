@@ -183,7 +183,8 @@ def to_template_messages(msgs: list[ChatMessage]) -> list[dict[str, Any]]:
     for m in msgs:
         d: dict[str, Any] = {"role": m.role}
         c = m.content
-        d["content"] = "\n".join(p.text for p in c) if isinstance(c, list) else c
+        # vLLM: parts joined with "\n"; null content (assistant with tool_calls) becomes no parts: ""
+        d["content"] = "\n".join(p.text for p in c) if isinstance(c, list) else (c or "")
         for k in ("name", "tool_call_id", "reasoning_content"):
             if getattr(m, k) is not None:
                 d[k] = getattr(m, k)
