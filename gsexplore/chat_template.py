@@ -97,8 +97,9 @@ def render_chat_template(template: str, messages: list[dict[str, Any]], *,
         text = _compile(template).render(**variables)
     except TemplateError:
         raise
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"the chat template failed: {exc}") from exc
+    except (jinja2.TemplateError, TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        # the template met messages it does not expect (its own code failed): the request's fault
+        raise TemplateError(f"the chat template failed: {type(exc).__name__}: {exc}") from exc
     return _cut_after_final(text, messages) if continue_final_message else text
 
 

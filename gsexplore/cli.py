@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         instances=args.instances, served_model_names=args.served_model_name,
         max_tokens_cap=args.max_tokens_cap, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
         artificial_latency_s=args.artificial_latency_ms / 1000.0, backend_kwargs=_local_kwargs(args),
-        log_level=args.log_level,
+        log_level=args.log_level, max_n=args.max_n, docs=not args.disable_fastapi_docs,
     )
     return 0
 
@@ -315,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api-key-file", help="file with one API key per line (keys also from "
                     "$GSEXPLORE_SERVER_KEYS, comma-separated)")
     sp.add_argument("--served-model-name", action="append",
-                    help="model name clients send (repeatable; default: the GGUF file's stem and Qwen/Qwen3-1.7B). "
-                         "(the alias lets the GradienteSur examples run unchanged)")
+                    help="another model name clients may send (repeatable; the --model value as typed, the GGUF "
+                         "file's stem and Qwen/Qwen3-1.7B are always served: the alias lets the GradienteSur "
+                         "examples run unchanged)")
     sp.add_argument("--parallel", type=int, help="requests generated at once, batched in one llama.cpp context "
                     "(vLLM's --max-num-seqs, llama-server's -np; default: as many as fit 2 GiB of KV cache, "
                     "at most 16)")
@@ -328,9 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--system-prompt", help="system message for requests that have none (default: none, "
                     "except 'You are a helpful assistant.' for the demo model; '' = the chat template's own)")
     sp.add_argument("--max-tokens-cap", type=int, default=4096, help="largest max_tokens accepted "
-                    "(also used when a request sets none)")
+                    "(also the most a request that sets none gets)")
     sp.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a free instance")
-    sp.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    sp.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body accepted")
+    sp.add_argument("--max-n", type=int, default=16, help="largest n (answers per request) accepted")
+    sp.add_argument("--disable-fastapi-docs", action="store_true", help="no /openapi.json and /docs")
     sp.add_argument("--artificial-latency-ms", type=float, default=0.0,
                     help="sleep this long per request without holding the model (benchmarks)")
     sp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

@@ -271,6 +271,18 @@ class Params(BaseModel):
         "advanced", "json",
         "Lista de procesadores de logits a aplicar durante el muestreo.",
         "Logits processors to apply during sampling (names known to the server).")
+    tools: list[JSONDict] | None = _p(
+        "advanced", "json",
+        "Herramientas (funciones) que el modelo puede llamar: [{'type': 'function', 'function': {'name': ..., "
+        "'parameters': {...}}}]; la plantilla de chat las muestra al modelo.",
+        "Tools (functions) the model may call: [{'type': 'function', 'function': {'name': ..., "
+        "'parameters': {...}}}]; the chat template shows them to the model.")
+    tool_choice: Union[str, JSONDict, None] = _p(
+        "advanced", "json",
+        "Si el modelo debe llamar una herramienta: 'none', 'auto', 'required' o "
+        "{'type': 'function', 'function': {'name': ...}}.",
+        "Whether the model must call a tool: 'none', 'auto', 'required' or "
+        "{'type': 'function', 'function': {'name': ...}} (the last two constrain the output).")
     extra_body: JSONDict | None = _p(
         "advanced", "json",
         "Campos extra que se envían tal cual en la petición.",
@@ -474,6 +486,38 @@ def _check_combinations(p: Params) -> None:
     if p.use_beam_search and p.stream:
         _fail("use_beam_search", True, "cannot be combined with stream=True")
     _check_guided(p)
+    _check_tools(p)
+
+
+def _check_tools(p: Params) -> None:
+    """vLLM's tool rules: function tools with names; a forced choice names a given tool, alone."""
+    for i, t in enumerate(p.tools or ()):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if t.get("type", "function") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
+                or not fn["name"]:
+            _fail("tools", p.tools, f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., ...}}}}")
+        params = fn.get("parameters")
+        if params is not None:
+            _check_schema("tools", params)
+    tc = p.tool_choice
+    if tc is None:
+        return
+    names = [t["function"]["name"] for t in p.tools or ()]
+    if isinstance(tc, str):
+        if tc not in ("none", "auto", "required"):
+            _fail("tool_choice", tc, "must be 'none', 'auto', 'required' or {'type': 'function', "
+                                     "'function': {'name': ...}}")
+        if tc != "none" and not names:
+            _fail("tool_choice", tc, "needs tools (vLLM: when using `tool_choice`, `tools` must be set)")
+    else:
+        fn = tc.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if tc.get("type", "function") != "function" or not isinstance(name, str):
+            _fail("tool_choice", tc, "a named choice is {'type': 'function', 'function': {'name': ...}}")
+        if name not in names:
+            _fail("tool_choice", tc, f"tool {name!r} is not in tools ({', '.join(names) or 'none given'})")
+    if (tc == "required" or isinstance(tc, dict)) and p.guided_kind is not None:
+        _fail("tool_choice", tc, f"a forced tool call constrains the output; {p.guided_kind} cannot be added")
 
 
 def _check_guided(p: Params) -> None:

@@ -14,7 +14,15 @@ Generation runs in the batched engine of the loaded model: ``slots`` requests
 the rest get 429 with Retry-After. A request that does not name one of the
 served model names gets vLLM's 404. Unset ``max_tokens`` is capped at
 ``max_tokens_cap``. In a stream, logprobs arrive all at once in each choice's
-last chunk (the assembled answer is the same as vLLM's).
+last chunk, and tool calls in one delta before it (the assembled answer is the
+same as vLLM's).
+
+The contract is vLLM's: bodies validated by the models of ``server_requests``
+(built from `Params`), unknown fields logged and ignored, every error
+``{"error": {"message", "type", "param", "code"}}``, limits named with their
+flag. Endpoints: /v1/chat/completions, /v1/completions, /v1/models (also under
+/functions/v1), /tokenize, /detokenize, /health, /version, /metrics
+(Prometheus), /openapi.json and /docs.
 """
 
 from __future__ import annotations
@@ -41,13 +49,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pydantic import BaseModel, ValidationError
+
+from . import tools as _tools
+from .chat_template import TemplateError
 from .completion import Completion
 from .errors import GSExploreError, ParamsError, UnsupportedParam
 from .params import Params
+from .server_metrics import CONTENT_TYPE, ServerMetrics
+from .server_requests import (UNHONOURED, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
+                              TokenizeRequest, json_depth, params_data, to_template_messages)
 
 log = logging.getLogger("gsexplore.server")
 
 KEYS_ENV = "GSEXPLORE_SERVER_KEYS"
+#: The deepest nesting of lists and objects a request body may have (vLLM has no limit of its own;
+#: Python's JSON parser fails near 1,000 levels, so the server answers 400 well before).
+MAX_JSON_DEPTH = 64
 ROUTE_PREFIXES = ("/v1", "/functions/v1")
 
 
@@ -234,28 +252,63 @@ def response_dict(c: Completion, model: str) -> dict[str, Any]:
 
 
 class _Chunks:
-    """vLLM's streaming chunks for one request."""
+    """vLLM's streaming chunks for one request (``text``: /v1/completions' ``text_completion`` chunks).
 
-    def __init__(self, model: str, n: int, include_usage: bool) -> None:
-        self.id, self.created, self.model = _new_id(), int(time.time()), model
-        self.n, self.include_usage = n, include_usage
+    With tools, content that is a tool call is held back (``tools.StreamFilter``) and the
+    parsed ``tool_calls`` arrive in one delta before the choice's last chunk.
+    """
+
+    def __init__(self, model: str, n: int, include_usage: bool, params: Params | None = None,
+                 text: bool = False, echo: str | None = None) -> None:
+        self.id = f"cmpl-{uuid.uuid4().hex}" if text else _new_id()
+        self.created, self.model = int(time.time()), model
+        self.n, self.include_usage, self.text, self.echo = n, include_usage, text, echo
+        p = params or Params()
+        self.filters = {i: _tools.StreamFilter(p) for i in range(n)}
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        d = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+        obj = "text_completion" if self.text else "chat.completion.chunk"
+        d = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
              "choices": choices, **extra}
         return b"data: " + json.dumps(d, ensure_ascii=False).encode() + b"\n\n"
 
+    def _text(self, index: int, text: str, finish: str | None = None, stop: Any = None) -> bytes:
+        return self._chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": finish,
+                             "stop_reason": stop}])
+
     def start(self) -> bytes:
+        if self.text:
+            return b"".join(self._text(i, self.echo) for i in range(self.n)) if self.echo else b""
         return b"".join(self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                                       "logprobs": None, "finish_reason": None}]) for i in range(self.n))
 
+    def _content(self, index: int, text: str) -> bytes:
+        if self.text:
+            return self._text(index, text)
+        return self._chunk([{"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}])
+
     def delta(self, kind: str, text: str, index: int) -> bytes:
-        key = "reasoning_content" if kind == "reasoning" else "content"
-        return self._chunk([{"index": index, "delta": {key: text}, "logprobs": None, "finish_reason": None}])
+        if kind == "reasoning":
+            return self._chunk([{"index": index, "delta": {"reasoning_content": text}, "logprobs": None,
+                                 "finish_reason": None}])
+        f = self.filters.get(index)
+        text = f.feed(text) if f is not None else text
+        return self._content(index, text) if text else b""
 
     def finish(self, c: Completion) -> bytes:
         out = []
         for ch in c.choices:
+            f = self.filters.get(ch.index)
+            owed = f.flush(bool(ch.tool_calls)) if f is not None else ""
+            if owed:
+                out.append(self._content(ch.index, owed))
+            if ch.tool_calls and not self.text:
+                calls = [{"index": k, **tc} for k, tc in enumerate(ch.tool_calls)]
+                out.append(self._chunk([{"index": ch.index, "delta": {"tool_calls": calls}, "logprobs": None,
+                                         "finish_reason": None}]))
+            if self.text:
+                out.append(self._text(ch.index, "", ch.finish_reason, ch.stop_reason))
+                continue
             out.append(self._chunk([{
                 "index": ch.index, "delta": {},
                 "logprobs": {"content": ch.logprobs} if ch.logprobs is not None else None,
@@ -293,7 +346,7 @@ def _exception_reject(exc: BaseException) -> _Reject:
         return _Reject(400, str(exc), param=exc.param)
     if isinstance(exc, ParamsError):
         return _Reject(400, str(exc), param=exc.field)
-    if isinstance(exc, GSExploreError):
+    if isinstance(exc, (GSExploreError, TemplateError)):
         return _Reject(400, str(exc))
     log.exception("generation failed", exc_info=exc)
     return _Reject(500, f"generation failed: {type(exc).__name__}: {exc}", "InternalServerError")
@@ -331,6 +384,39 @@ def _backend_stem(b: Any) -> str:
     return Path(name).stem if name.endswith(".gguf") else name
 
 
+def served_names(backends: Sequence[Any], served_model_names: Sequence[str] | None,
+                 model_spec: str | None = None) -> list[str]:
+    """The names a server answers to: ``--served-model-name`` values, the ``--model`` spec as typed
+    (and a path's stem), and the GradienteSur model name (so the seed's examples run unchanged)."""
+    spec = model_spec or getattr(backends[0], "source", None)
+    names = [*(served_model_names or ())]
+    if spec:
+        names.append(str(spec))
+    names += [_backend_stem(backends[0]), GRADIENTESUR_MODEL]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _validation_reject(exc: ValidationError) -> _Reject:
+    """A pydantic error as vLLM's 400: the first problem, where it is, and the top-level field."""
+    err = exc.errors()[0]
+    loc = [str(x) for x in err.get("loc", ())]
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    where = ".".join(loc)
+    given = err.get("input")
+    if isinstance(given, (str, int, float, bool)) and len(repr(given)) <= 80 and "missing" not in err["type"]:
+        msg += f" (got {given!r})"
+    return _Reject(400, f"{where}: {msg}" if where else msg, param=loc[0] if loc else None)
+
+
+def _openapi_body(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON body of ``model`` (its $defs go to ``components``)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
 def create_app(
     backends: Sequence[Any] | str,
     api_keys: set[str] | None = None,
@@ -343,35 +429,56 @@ def create_app(
     filename: str | None = None,
     instances: int = 1,
     backend_kwargs: dict[str, Any] | None = None,
+    max_n: int = 16,
+    docs: bool = True,
 ) -> FastAPI:
-    """The FastAPI app: a list of loaded LocalBackend instances of one model, or a model spec to load."""
+    """The FastAPI app: a list of loaded LocalBackend instances of one model, or a model spec to load.
+
+    Limits, each a 400 naming its flag: ``max_body_bytes`` (--max-body-bytes), ``max_tokens_cap``
+    (--max-tokens-cap), ``max_n`` (--max-n), and ``MAX_JSON_DEPTH`` levels of nesting.
+    ``docs``: FastAPI's /openapi.json and /docs (--disable-fastapi-docs turns them off).
+    """
+    spec = None
     if isinstance(backends, (str, os.PathLike)):
-        backends = load_backends(str(backends), filename=filename, instances=instances, **(backend_kwargs or {}))
+        spec = str(backends)
+        backends = load_backends(spec, filename=filename, instances=instances, **(backend_kwargs or {}))
     if isinstance(served_model_names, str):
         served_model_names = [served_model_names]
-    # by default the file's stem and the GradienteSur model name, so the seed's examples and
-    # RemoteBackend()'s default model work against a classroom server unchanged
-    names = list(served_model_names or dict.fromkeys([_backend_stem(backends[0]), GRADIENTESUR_MODEL]))
+    names = served_names(backends, served_model_names, spec)
     keys = {k for k in (api_keys or set()) if k}
     pool = ModelPool(backends, max_queue=max_queue)
     started = int(time.time())
+    first = backends[0]
+    n_ctx = getattr(first, "n_ctx", None)
 
-    app = FastAPI(title="gsexplore serve", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    def running() -> float:
+        return float(pool.size - len(pool._free))
+
+    metrics = ServerMetrics(names[0], running, lambda: float(max(0, pool.pending - running())))
+    app = FastAPI(title="gsexplore serve", version=_version(), description=__doc__,
+                  docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.pool = pool
     app.state.served_model_names = names
+    app.state.metrics = metrics
 
     def reject_response(r: _Reject) -> JSONResponse:
+        metrics.error(r.status)
         return JSONResponse(error_body(r.status, r.message, r.type, r.param), status_code=r.status,
                             headers=r.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_exc(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        type_ = "NotFoundError" if exc.status_code == 404 else "BadRequestError"
+        type_ = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "BadRequestError")
         return reject_response(_Reject(exc.status_code, str(exc.detail), type_))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_exc(request: Request, exc: RequestValidationError) -> JSONResponse:
         return reject_response(_Reject(400, str(exc)))
+
+    @app.exception_handler(Exception)
+    async def _any_exc(request: Request, exc: Exception) -> JSONResponse:
+        return reject_response(_exception_reject(exc))  # a bug: still vLLM's shape
 
     def authorize(request: Request) -> None:
         if not keys:
@@ -386,49 +493,77 @@ def create_app(
             raise _Reject(401, "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
                           "AuthenticationError", headers={"WWW-Authenticate": "Bearer"})
 
+    too_large = (f"the request body is larger than this server's limit of {max_body_bytes} bytes "
+                 "(--max-body-bytes raises it)")
+
     async def read_json(request: Request) -> dict[str, Any]:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body_bytes:
-            raise _Reject(413, f"request body of {length} bytes is larger than this server's limit "
-                               f"({max_body_bytes} bytes)", "RequestTooLargeError")
+            raise _Reject(400, too_large, param="body")
         chunks, size = [], 0
         async for part in request.stream():
             size += len(part)
             if size > max_body_bytes:
-                raise _Reject(413, f"request body is larger than this server's limit ({max_body_bytes} bytes)",
-                              "RequestTooLargeError")
+                raise _Reject(400, too_large, param="body")
             chunks.append(part)
+        deep = (f"the request body nests lists and objects more than {MAX_JSON_DEPTH} levels deep "
+                "(this server's limit)")
         try:
             body = json.loads(b"".join(chunks))
+        except RecursionError:
+            raise _Reject(400, deep, param="body") from None
         except ValueError as e:
-            raise _Reject(400, f"malformed JSON in the request body: {e}") from None
+            raise _Reject(400, f"malformed JSON in the request body: {e}", param="body") from None
         if not isinstance(body, dict):
-            raise _Reject(400, "the request body must be a JSON object")
+            raise _Reject(400, "the request body must be a JSON object", param="body")
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise _Reject(400, deep, param="body")
         return body
 
-    def parse(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Params, str, bool, bool]:
-        from .backends.base import to_messages
-
-        model = body.get("model")
-        if model is not None and model not in names:
-            raise _Reject(404, f"The model `{model}` does not exist. This server serves: {', '.join(names)}",
-                          "NotFoundError", param="model")
-        if "messages" not in body:
-            raise _Reject(400, "messages is required", param="messages")
+    def validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
         try:
-            msgs = to_messages(body["messages"])
-            p = Params.from_request(body)
+            req = model.model_validate(body)
+        except ValidationError as e:
+            raise _validation_reject(e) from None
+        except RecursionError:
+            raise _Reject(400, "the request is nested too deeply to validate", param="body") from None
+        name = body.get("model")
+        if name is not None and name not in names:
+            raise _Reject(404, f"The model `{name}` does not exist. This server serves: {', '.join(names)}",
+                          "NotFoundError", param="model")
+        extra = dict(req.model_extra or {})
+        so = getattr(req, "stream_options", None)
+        if so is not None and so.continuous_usage_stats:
+            extra["continuous_usage_stats"] = True
+        for k, v in extra.items():
+            if k in UNHONOURED and v not in (None, False, 0, "", [], {}):
+                raise _Reject(400, f"{k} is not supported by gsexplore serve: {UNHONOURED[k]}", param=k)
+        ignored = sorted(k for k in extra if k not in UNHONOURED)
+        if ignored:
+            log.warning("The following fields were present in the request but ignored: %s", ignored)
+        return req
+
+    def to_params(req: Any, **defaults: Any) -> Params:
+        data = {**defaults, **params_data(req)}
+        try:
+            p = Params.from_request(data)
         except ParamsError as e:
             raise _Reject(400, str(e), param=e.field) from None
         if p.max_tokens is not None and p.max_tokens > max_tokens_cap:
-            raise _Reject(400, f"max_tokens={p.max_tokens} is more than this server allows ({max_tokens_cap})",
-                          param="max_tokens")
-        stream = bool(p.stream)
-        so = body.get("stream_options") or {}
-        include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
-        return msgs, p.replace(model=None, stream=None), model or names[0], stream, include_usage
+            raise _Reject(400, f"max_tokens={p.max_tokens} is more than this server allows ({max_tokens_cap}; "
+                               "--max-tokens-cap raises it)", param="max_tokens")
+        if (p.n or 1) > max_n:
+            raise _Reject(400, f"n={p.n} is more than this server allows ({max_n}; --max-n raises it)",
+                          param="n")
+        return p
 
-    def capped(b: Any, msgs: list[dict[str, Any]], p: Params) -> Params:
+    def model_of(req: Any) -> str:
+        return req.model or names[0]
+
+    def include_usage(req: Any) -> bool:
+        return bool(req.stream_options and req.stream_options.include_usage)
+
+    def capped(b: Any, p: Params, n_prompt: Any) -> Params:
         """Unset max_tokens: what fits in the context (as vLLM), but at most the server's cap."""
         if p.max_tokens is not None:
             return p
@@ -437,14 +572,42 @@ def create_app(
             return p.replace(max_tokens=max_tokens_cap)
         if n_ctx <= max_tokens_cap:
             return p  # the context is the tighter bound
-        room = n_ctx - len(b.prompt_token_ids(msgs, p))
+        room = n_ctx - n_prompt()
         return p.replace(max_tokens=min(max_tokens_cap, room)) if room > 0 else p
 
-    async def chat_completions(request: Request) -> Response:
+    def chat_job(msgs: list[dict[str, Any]], p: Params) -> tuple[Any, Any]:
+        def cap(b: Any) -> Params:
+            return capped(b, p, lambda: len(b.prompt_token_ids(msgs, p)))
+        return (lambda b: b.chat(msgs, cap(b))), (lambda b: b.stream(msgs, cap(b)))
+
+    def text_job(prompt: str, p: Params) -> tuple[Any, Any]:
+        def cap(b: Any) -> Params:
+            return capped(b, p, lambda: len(b.tokenize(prompt, bool(p.add_special_tokens))))
+        return ((lambda b: b.submit(None, cap(b), prompt=prompt).result()),
+                (lambda b: b.submit(None, cap(b), streaming=True, prompt=prompt).events()))
+
+    async def generate(request: Request, kind: str) -> Response:
+        t0 = time.perf_counter()
         try:
             authorize(request)
             body = await read_json(request)
-            msgs, p, model, stream, include_usage = parse(body)
+            if kind == "chat":
+                req = validate(ChatCompletionRequest, body)
+                p = to_params(req)
+                run, stream_fn = chat_job(to_template_messages(req.messages), p.replace(model=None, stream=None))
+                echo = None
+            else:
+                req = validate(CompletionRequest, body)
+                if req.logprobs is not None:
+                    raise _Reject(400, "logprobs on /v1/completions is not supported by gsexplore serve; "
+                                       "/v1/chat/completions returns them", param="logprobs")
+                prompt = req.prompt[0] if isinstance(req.prompt, list) and len(req.prompt) == 1 else req.prompt
+                if not isinstance(prompt, str):
+                    raise _Reject(400, "prompt must be one string (lists of prompts or of token ids are not "
+                                       "supported by gsexplore serve)", param="prompt")
+                p = to_params(req, add_special_tokens=True)  # vLLM's default for completions
+                run, stream_fn = text_job(prompt, p.replace(model=None, stream=None))
+                echo = prompt if req.echo else None
             pool.admit()
         except _Reject as r:
             return reject_response(r)
@@ -452,20 +615,22 @@ def create_app(
         try:
             if artificial_latency_s > 0:
                 await asyncio.sleep(artificial_latency_s)  # a network/engine delay that holds no model
-            if not stream:
+            if not p.stream:
                 try:
-                    c = await pool.run(lambda b: b.chat(msgs, capped(b, msgs, p)))
+                    c = await pool.run(run)
                 except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
                     return reject_response(_exception_reject(e))
-                data = response_dict(c, model)
+                metrics.finished(c, time.perf_counter() - t0)
+                data = response_dict(c, model_of(req)) if kind == "chat" else text_response(c, model_of(req), echo)
                 return JSONResponse(data, headers={"x-request-id": str(data["id"])})
             handed_off = True
-            return await start_stream(msgs, p, model, include_usage)
+            chunks = _Chunks(model_of(req), p.n or 1, include_usage(req), p, text=kind == "text", echo=echo)
+            return await start_stream(stream_fn, chunks, t0)
         finally:
             if not handed_off:
                 pool.leave()
 
-    async def start_stream(msgs: list[dict[str, Any]], p: Params, model: str, include_usage: bool) -> Response:
+    async def start_stream(stream_fn: Any, chunks: _Chunks, t0: float) -> Response:
         """Start generating; answer with a JSON error if it fails before the first delta, else with SSE."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -473,7 +638,7 @@ def create_app(
 
         def produce(b: Any) -> None:
             try:
-                gen = b.stream(msgs, capped(b, msgs, p))
+                gen = stream_fn(b)
                 try:
                     for d in gen:
                         loop.call_soon_threadsafe(q.put_nowait, ("delta", d))
@@ -507,31 +672,35 @@ def create_app(
                 pool.leave()
 
         try:
-            first = await q.get()
+            first_item = await q.get()
         except BaseException:
             close()
             raise
-        if first[0] != "delta":
+        if first_item[0] != "delta":
             close()
-            err = first[1] if first[0] == "error" else GSExploreError("the model produced nothing")
+            err = first_item[1] if first_item[0] == "error" else GSExploreError("the model produced nothing")
             return reject_response(_exception_reject(err))
-        chunks = _Chunks(model, p.n or 1, include_usage)
+        ttft = time.perf_counter() - t0
 
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield chunks.start()
-                item = first
+                item = first_item
                 while True:
                     kind, value = item
                     if kind == "end":
                         break
                     if kind == "error":
                         r = _exception_reject(value)
+                        metrics.error(r.status)
                         yield chunks.error(r.status, r.message, r.type)
                     elif value.kind == "done":
+                        metrics.finished(value.completion, time.perf_counter() - t0, ttft)
                         yield chunks.finish(value.completion)
                     else:
-                        yield chunks.delta(value.kind, value.text, value.index)
+                        out = chunks.delta(value.kind, value.text, value.index)
+                        if out:
+                            yield out
                     item = await q.get()
                 yield chunks.DONE
             finally:
@@ -540,25 +709,115 @@ def create_app(
         return _EventStream(events(), on_close=close, task=task,
                             headers={"x-request-id": chunks.id, "Cache-Control": "no-cache"})
 
+    async def chat_completions(request: Request) -> Response:
+        return await generate(request, "chat")
+
+    async def completions(request: Request) -> Response:
+        return await generate(request, "text")
+
     async def list_models(request: Request) -> Response:
         try:
             authorize(request)
         except _Reject as r:
             return reject_response(r)
-        data = [{"id": n, "object": "model", "created": started, "owned_by": "gsexplore", "root": names[0],
-                 "parent": None, "max_model_len": getattr(backends[0], "n_ctx", None)} for n in names]
+        root = str(getattr(first, "source", None) or spec or names[0])
+        data = [{"id": n, "object": "model", "created": started, "owned_by": "gsexplore", "root": root,
+                 "parent": None, "max_model_len": n_ctx, "permission": []} for n in names]
         return JSONResponse({"object": "list", "data": data})
 
+    async def tokenize(request: Request) -> Response:
+        try:
+            authorize(request)
+            req = validate(TokenizeRequest, await read_json(request))
+            if not hasattr(first, "tokenize"):
+                raise _Reject(400, "this server's backend cannot tokenize")
+            if req.prompt is not None:
+                add = True if req.add_special_tokens is None else req.add_special_tokens
+
+                def work() -> list[int]:
+                    return first.tokenize(req.prompt, add)
+            else:
+                p = to_params(req)
+                msgs = to_template_messages(req.messages)
+
+                def work() -> list[int]:
+                    return first.prompt_token_ids(msgs, p.replace(model=None))
+            ids = await asyncio.get_running_loop().run_in_executor(None, work)
+        except _Reject as r:
+            return reject_response(r)
+        except Exception as e:  # noqa: BLE001 - a template or params failure is the client's
+            return reject_response(_exception_reject(e))
+        strs = [first.detokenize([i]) for i in ids] if req.return_token_strs else None
+        return JSONResponse({"count": len(ids), "max_model_len": n_ctx, "tokens": ids, "token_strs": strs})
+
+    async def detokenize(request: Request) -> Response:
+        try:
+            authorize(request)
+            req = validate(DetokenizeRequest, await read_json(request))
+            if not hasattr(first, "detokenize"):
+                raise _Reject(400, "this server's backend cannot detokenize")
+            text = first.detokenize(req.tokens)
+        except _Reject as r:
+            return reject_response(r)
+        except Exception as e:  # noqa: BLE001
+            return reject_response(_exception_reject(e))
+        return JSONResponse({"prompt": text})
+
+    components: dict[str, Any] = {}
+    chat_doc = _openapi_body(ChatCompletionRequest, components)
+    text_doc = _openapi_body(CompletionRequest, components)
     for prefix in ROUTE_PREFIXES:
-        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
-        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
+        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"],
+                          openapi_extra=chat_doc, include_in_schema=prefix == "/v1")
+        app.add_api_route(f"{prefix}/completions", completions, methods=["POST"], openapi_extra=text_doc,
+                          include_in_schema=prefix == "/v1")
+        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=prefix == "/v1")
+    app.add_api_route("/tokenize", tokenize, methods=["POST"], openapi_extra=_openapi_body(TokenizeRequest, components))
+    app.add_api_route("/detokenize", detokenize, methods=["POST"],
+                      openapi_extra=_openapi_body(DetokenizeRequest, components))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": names, "instances": len(pool.backends), "slots": pool.size,
                 "pending": pool.pending}
 
+    @app.get("/version")
+    async def version() -> dict[str, Any]:
+        return {"version": _version()}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = base_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def text_response(c: Completion, model: str, echo: str | None = None) -> dict[str, Any]:
+    """vLLM's /v1/completions response (``text_completion``) for a Completion."""
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": ch.index, "text": (echo or "") + (ch.content or ""), "logprobs": None,
+                     "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason,
+                     "prompt_logprobs": None} for ch in c.choices],
+        "usage": c.usage.to_dict(),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -645,6 +904,8 @@ def serve(
     artificial_latency_s: float = 0.0,
     backend_kwargs: dict[str, Any] | None = None,
     log_level: str = "info",
+    max_n: int = 16,
+    docs: bool = True,
 ) -> None:
     """Load the model and serve it until interrupted (what `gsexplore serve` runs)."""
     import uvicorn
@@ -654,7 +915,7 @@ def serve(
     app = create_app(model, keys, max_body_bytes=max_body_bytes, max_tokens_cap=max_tokens_cap,
                      max_queue=max_queue, artificial_latency_s=artificial_latency_s,
                      served_model_names=served_model_names, filename=filename, instances=instances,
-                     backend_kwargs=backend_kwargs)
+                     backend_kwargs=backend_kwargs, max_n=max_n, docs=docs)
     names = app.state.served_model_names
     shown = f"[{host}]" if ":" in host else host
     pool = app.state.pool

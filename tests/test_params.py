@@ -24,6 +24,8 @@ VALID = {
     "add_generation_prompt": False, "continue_final_message": True,
     "truncate_prompt_tokens": 100, "priority": 1, "logits_processors": ["x"],
     "extra_body": {"foo": 1},
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "tool_choice": "none",
 }
 
 # Out-of-range values per numeric field (vLLM's validation).
@@ -36,6 +38,8 @@ INVALID = {
     "response_format": [{"type": "xml"}, {"type": "json_schema"}], "stop": ["", [""]],
     "allowed_token_ids": [[], [-1]], "stop_token_ids": [[-5]], "guided_grammar": ["   "],
     "logit_bias": [{"a": 1}], "use_beam_search": ["maybe"],
+    "tools": [[{"type": "function"}], [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]],
+    "tool_choice": ["sometimes", "required", {"type": "function", "function": {"name": "missing"}}],
 }
 
 

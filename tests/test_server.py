@@ -166,7 +166,7 @@ def test_default_served_names_are_the_gguf_stem_and_the_gradientesur_model(demo_
     from fastapi.testclient import TestClient
 
     app = create_app([demo_backend], api_keys={KEY})
-    assert app.state.served_model_names == [demo_model_path.stem, "Qwen/Qwen3-1.7B"]
+    assert app.state.served_model_names == [str(demo_model_path), demo_model_path.stem, "Qwen/Qwen3-1.7B"]
     with TestClient(app) as client:
         r = client.post("/functions/v1/chat/completions", json={**SEED_BODY, "max_tokens": 4},
                         headers={"Authorization": f"Bearer {KEY}"})
@@ -231,7 +231,8 @@ def test_bad_requests_get_vllm_errors_and_the_server_keeps_serving(tiny_srv):
         (post(tiny_srv, {**ok, "guided_choice": ["a"], "guided_regex": "a"}), 400, "only one guided", None),
         (post(tiny_srv, {**ok, "max_tokens": 10 ** 6}), 400, "max_tokens", "max_tokens"),
         (post(tiny_srv, {**ok, "model": "gpt-5"}), 404, "does not exist", "model"),
-        (post(tiny_srv, {**ok, "messages": [{"role": "user", "content": "x" * 1_100_000}]}), 413, "limit", None),
+        (post(tiny_srv, {**ok, "messages": [{"role": "user", "content": "x" * 1_100_000}]}), 400, "--max-body-bytes",
+         "body"),
         (httpx.get(tiny_srv.base + "/v1/nothing-here"), 404, "Not Found", None),
     ]
     for r, status, needle, param in cases:
@@ -255,7 +256,7 @@ def test_oversized_body_without_content_length(tiny_srv):
 
     r = httpx.post(tiny_srv.base + "/v1/chat/completions", content=chunks(),
                    headers={"Authorization": f"Bearer {KEY}"})
-    assert r.status_code == 413
+    assert r.status_code == 400 and "--max-body-bytes" in r.json()["error"]["message"]
 
 
 # --- mechanics with the scripted backend --------------------------------------------------

@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from .. import reasoning as _reasoning
+from .. import tools as _tools
 from ..chat_template import render_chat_template
 from ..completion import Completion, Messages
 from ..errors import GSExploreError, ParamsError, UnsupportedParam
@@ -116,6 +117,12 @@ def _constraint_for(params: Params, model: LoadedModel) -> Constraint | None:
     return guided.local_constraint(params, model)
 
 
+def _constraint_params(p: Params) -> Params:
+    """The params the constraint is compiled from: a forced tool choice becomes its JSON schema."""
+    forced = _tools.forced_schema(p)
+    return p if forced is None else p.replace(tools=None, tool_choice=None, guided_json=forced)
+
+
 _GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
 
@@ -136,16 +143,26 @@ def _unsupported(p: Params) -> None:
     # params (the remote server gets it); the engine used is Completion.info["guided_engine"].
     from .. import guided
 
-    guided.validate(p)
+    guided.validate(_constraint_params(p))
     if p.extra_body:
         no("extra_body", f"fields {sorted(p.extra_body)} are sent verbatim to a server and mean nothing locally")
 
 
 def to_response_dict(model: str, choices: Sequence[ChoiceOutput], prompt_tokens: int, *,
                      prompt_logprobs: list[dict[str, Any] | None] | None = None,
-                     request_id: str | None = None, created: int | None = None) -> dict[str, Any]:
-    """A vLLM-shaped ``chat.completion`` response (the server sends this as JSON)."""
+                     request_id: str | None = None, created: int | None = None,
+                     params: Params | None = None) -> dict[str, Any]:
+    """A vLLM-shaped ``chat.completion`` response (the server sends this as JSON); with ``params``
+    that offer tools, each choice's output goes through vLLM's tool handling (``gsexplore.tools``)."""
     completion_tokens = sum(c.completion_tokens for c in choices)
+    p = params or Params()
+
+    def message(c: ChoiceOutput) -> tuple[dict[str, Any], str | None]:
+        content, calls, finish = _tools.tool_message(p, c.content, c.finish_reason)
+        return {"role": "assistant", "reasoning_content": c.reasoning_content, "content": content,
+                "tool_calls": calls}, finish
+
+    shaped = [message(c) for c in choices]
     return {
         "id": request_id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -153,12 +170,11 @@ def to_response_dict(model: str, choices: Sequence[ChoiceOutput], prompt_tokens:
         "model": model,
         "choices": [{
             "index": c.index,
-            "message": {"role": "assistant", "reasoning_content": c.reasoning_content,
-                        "content": c.content, "tool_calls": []},
+            "message": msg,
             "logprobs": None if c.logprobs is None else {"content": c.logprobs},
-            "finish_reason": c.finish_reason,
+            "finish_reason": finish,
             "stop_reason": c.stop_reason,
-        } for c in choices],
+        } for c, (msg, finish) in zip(choices, shaped)],
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
                   "completion_tokens": completion_tokens, "prompt_tokens_details": None},
         "prompt_logprobs": prompt_logprobs,
@@ -336,11 +352,16 @@ class LocalBackend(Backend):
         add_generation_prompt and continue_final_message, as vLLM applies them)."""
         p = merge_params(params, overrides)
         lm = self._lm
+        kwargs = dict(p.chat_template_kwargs or {})
+        if p.tools:
+            if "tools" not in lm.template:
+                raise ParamsError(f"tools: the chat template of {self.model} does not render tools, so this "
+                                  "model cannot be offered any", field="tools", value=p.tools)
+            kwargs["tools"] = list(p.tools)  # the tool dicts, as vLLM passes them
         return render_chat_template(lm.template, self._messages(messages),
                                     add_generation_prompt=p.add_generation_prompt is not False,
                                     continue_final_message=bool(p.continue_final_message),
-                                    bos_token=lm.bos_text, eos_token=lm.eos_text,
-                                    **(p.chat_template_kwargs or {}))
+                                    bos_token=lm.bos_text, eos_token=lm.eos_text, **kwargs)
 
     def _messages(self, messages: MessagesLike) -> Messages:
         """The request's messages, with ``system_prompt`` first when they have no system message."""
@@ -354,6 +375,18 @@ class LocalBackend(Backend):
         p = merge_params(params, overrides)
         return self._tokenize_prompt(self.render_prompt(messages, p), p).tolist()
 
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (special tokens parsed; BOS added with ``add_special_tokens``)."""
+        return list(self._lm.tokenize(text, add_special=add_special_tokens))
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids`` (special tokens rendered); ParamsError for ids outside the vocabulary."""
+        bad = [i for i in token_ids if not 0 <= int(i) < self._lm.n_vocab]
+        if bad:
+            raise ParamsError(f"tokens has ids outside the vocabulary (0..{self._lm.n_vocab - 1}): {bad[:10]}",
+                              field="tokens", value=bad[:10])
+        return b"".join(self._lm.piece(int(i))[0] for i in token_ids).decode("utf-8", errors="replace")
+
     def _tokenize_prompt(self, text: str, p: Params) -> np.ndarray:
         toks = self._lm.tokenize(text, add_special=bool(p.add_special_tokens))
         if p.truncate_prompt_tokens is not None:
@@ -364,22 +397,27 @@ class LocalBackend(Backend):
             toks = toks[-p.truncate_prompt_tokens:]
         return np.asarray(toks, dtype=np.intc)
 
-    def _prepare(self, messages: MessagesLike, params: Params | None, overrides: dict[str, Any],
-                 streaming: bool) -> _Prepared:
+    def _prepare(self, messages: MessagesLike | None, params: Params | None, overrides: dict[str, Any],
+                 streaming: bool, prompt: str | None = None) -> _Prepared:
         p = merge_params(params, overrides)
         if p.stream and not streaming:
             raise ParamsError("stream=True: use LocalBackend.stream() / astream() to stream; "
                               "chat() returns the whole answer", field="stream", value=True)
         _unsupported(p)
         self._check_model(p)
-        msgs = self._messages(messages)
-        text = self.render_prompt(msgs, p)
+        lm = self._lm
+        if prompt is None:
+            msgs = self._messages(messages if messages is not None else [])
+            text = self.render_prompt(msgs, p)
+        else:  # a raw prompt (/v1/completions): no template, no reasoning parser, no tools
+            if p.tools:
+                raise ParamsError("tools need a chat template: send them with messages", field="tools")
+            msgs, text = [], prompt
         toks = self._tokenize_prompt(text, p)
         if len(toks) == 0:
-            raise ParamsError("the prompt is empty after tokenisation", field="messages")
+            raise ParamsError("the prompt is empty after tokenisation", field="prompt" if prompt else "messages")
         plan = self._plan(p, len(toks))
-        lm = self._lm
-        parser_on = lm.has_reasoning and p.enable_thinking is not False and not (
+        parser_on = prompt is None and lm.has_reasoning and p.enable_thinking is not False and not (
             _reasoning.reasoning_ended_in_prompt(toks.tolist(), lm.think_start, lm.think_end))
         return _Prepared(p, msgs, text, toks, plan, parser_on)
 
@@ -462,21 +500,25 @@ class LocalBackend(Backend):
     # --- generation ------------------------------------------------------------
 
     # --- generation ------------------------------------------------------------
-    def submit(self, messages: MessagesLike, params: Params | None = None, *,
+    def submit(self, messages: MessagesLike | None, params: Params | None = None, *,
                on_event: Callable[[Any], None] | None = None, streaming: bool = False,
-               **overrides: Any) -> LocalRequest:
+               prompt: str | None = None, **overrides: Any) -> LocalRequest:
         """Queue a request in the engine and return its handle at once (``.result()``, ``.cancel()``).
+
+        ``prompt``: a raw prompt text used as it is (no chat template; ``messages`` None),
+        as vLLM's /v1/completions does.
 
         ``on_event(event)`` is called from the engine's thread with every Delta and,
         at the end, the "done" Delta or an exception; without it the events are
         kept for ``events()`` / ``result()``. Validation errors raise here.
         """
-        prep = self._prepare(messages, params, overrides, streaming=streaming)
+        prep = self._prepare(messages, params, overrides, streaming=streaming, prompt=prompt)
         handle = LocalRequest(self, prep, on_event)
         plan = prep.plan
         lm = self._lm
+        cparams = _constraint_params(prep.params)
         er = EngineRequest(prompt_ids=prep.prompt_ids, plan=plan, params=prep.params, parser_on=prep.parser_on,
-                           make_constraint=lambda: _constraint_for(prep.params, lm), sink=handle._sink,
+                           make_constraint=lambda: _constraint_for(cparams, lm), sink=handle._sink,
                            priority=int(prep.params.priority or 0))
         handle.engine_request = er
         lm.engine.submit(er, plan.n, plan.base_seed)
@@ -536,7 +578,8 @@ class LocalBackend(Backend):
         outs = [o for o in er.outs if o is not None]
         latency = time.perf_counter() - er.t0
         ttft = None if er.first_token_t is None else er.first_token_t - er.t0
-        raw = to_response_dict(self.model, outs, len(prep.prompt_ids), prompt_logprobs=er.prompt_logprobs)
+        raw = to_response_dict(self.model, outs, len(prep.prompt_ids), prompt_logprobs=er.prompt_logprobs,
+                               params=prep.params)
         c = Completion.from_response(raw, backend=BACKEND, params=prep.params, messages=prep.messages,
                                      latency_s=latency, ttft_s=ttft)
         for ch, o in zip(c.choices, outs):
@@ -547,7 +590,7 @@ class LocalBackend(Backend):
                        "prompt_tokens_evaluated": er.prompt_tokens_evaluated}
             if o.constraint_accepting is not None:
                 ch.info["constraint_accepting"] = o.constraint_accepting
-                ch.info.update(guided_engine_info(prep.params))
+                ch.info.update(guided_engine_info(_constraint_params(prep.params)))
         return c
 
     # --- first-token tools (the explorer and the statistical tests) ------------------

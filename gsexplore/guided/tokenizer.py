@@ -63,6 +63,7 @@ class _LlamaVocab:
         self.eos_token_id = eos[0]
         self.bos_token_id = bos
         self.special_token_ids = special
+        self._special = frozenset(special)
         self._llama = weakref.ref(llama) if llama is not None else (lambda: None)
         self.fallback: Any = None
 
@@ -70,9 +71,13 @@ class _LlamaVocab:
         llama = self._llama()
         if llama is not None and getattr(llama, "_model", None) is not None:
             try:
-                return list(llama.tokenize(bytes(s), add_bos=False, special=False))
+                ids = list(llama.tokenize(bytes(s), add_bos=False, special=False))
             except Exception:  # a closed model
-                pass
+                ids = None
+            # llama.cpp matches user-defined tokens (Qwen3's <tool_call>) even with special=False;
+            # llguidance marks them special, so text that spells one must stay plain bytes
+            if ids is not None and not self._special.intersection(ids):
+                return ids
         if self.fallback is not None:
             return list(self.fallback.greedy_tokenize(bytes(s).decode("utf-8", "replace")))
         return []
