@@ -127,8 +127,9 @@ def test_unsupported_parameter_is_a_400_that_names_it(tiny_remote):
     with pytest.raises(gs.BadRequestError, match="use_beam_search") as ei:
         tiny_remote.chat(PROMPT, gs.Params(use_beam_search=True, n=2, max_tokens=4))
     assert ei.value.status == 400
-    with pytest.raises(gs.BadRequestError, match="unknown_field"):
-        tiny_remote.chat(PROMPT, gs.Params(extra_body={"unknown_field": 1}, max_tokens=2))
+    # a field vLLM does not know is ignored with a warning in the server's log, as vLLM does
+    c = tiny_remote.chat(PROMPT, gs.Params(extra_body={"unknown_field": 1}, max_tokens=2))
+    assert c.usage.completion_tokens >= 1
     assert tiny_remote.chat(PROMPT, max_tokens=1).usage.completion_tokens == 1  # still serving
 
 
@@ -139,7 +140,9 @@ async def test_async_twins_agree(tiny_backend, tiny_remote):
         assert outcome(c) == outcome(tiny_backend.chat(PROMPT, TINY_PARAMS[n])), n
     deltas = [d async for d in tiny_remote.astream(PROMPT, TINY_PARAMS["sampling"])]
     assert outcome(deltas[-1].completion) == outcome(got[1])
-    assert await tiny_remote.amodels() == tiny_remote.models() == [tiny_remote.model, "Qwen/Qwen3-1.7B"]
+    models = tiny_remote.models()
+    assert await tiny_remote.amodels() == models
+    assert tiny_remote.model in models and "Qwen/Qwen3-1.7B" in models
 
 
 def test_stream_with_stream_param_and_ttft(tiny_remote):
