@@ -346,6 +346,11 @@ def _exception_reject(exc: BaseException) -> _Reject:
         return _Reject(400, str(exc), param=exc.param)
     if isinstance(exc, ParamsError):
         return _Reject(400, str(exc), param=exc.field)
+    from .backends.llama.engine import EngineError
+
+    if isinstance(exc, EngineError):  # llama.cpp failed: the server's fault, as vLLM's 500
+        log.error("generation failed: %s", exc)
+        return _Reject(500, f"generation failed: {exc}", "InternalServerError")
     if isinstance(exc, (GSExploreError, TemplateError)):
         return _Reject(400, str(exc))
     log.exception("generation failed", exc_info=exc)

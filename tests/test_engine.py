@@ -23,7 +23,22 @@ PROMPTS = [f"Tell me one fact about the number {i}." for i in range(16)]
 @pytest.fixture(scope="module")
 def demo16(demo_model_path):
     """The demo model with 16 slots of 512 tokens (a private copy: these tests watch its engine)."""
-    return LocalBackend(str(demo_model_path), n_ctx=512, slots=16, shared=False)
+    with LocalBackend(str(demo_model_path), n_ctx=512, slots=16, shared=False) as b:
+        yield b
+
+
+@pytest.fixture
+def private(demo_model_path):
+    """Private demo models with an empty cache, freed after the test."""
+    made: list[LocalBackend] = []
+
+    def make(**kw) -> LocalBackend:
+        made.append(LocalBackend(str(demo_model_path), n_ctx=512, shared=False, **kw))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
 
 
 def _wait_for(cond, timeout: float = 30.0) -> None:
@@ -52,8 +67,8 @@ def test_sixteen_seeded_requests_batched_equal_each_alone(demo16):
     assert info["engine_steps"] - steps0 < 16 * 24 / 4  # far fewer steps than one at a time
 
 
-def test_n_choices_share_one_prompt_evaluation(demo_model_path):
-    b = LocalBackend(str(demo_model_path), n_ctx=512, slots=4, shared=False)  # an empty cache
+def test_n_choices_share_one_prompt_evaluation(private):
+    b = private(slots=4)  # an empty cache
     q = "Write a short poem about a lighthouse on a cold night."
     n_prompt = len(b.prompt_token_ids(q))
     c = b.chat(q, n=4, seed=7, max_tokens=12, temperature=1.0)
@@ -81,8 +96,8 @@ def test_sweep_of_32_cells_over_16_slots(demo16, tmp_path):
     assert alone.content == row["content"]
 
 
-def test_cancelling_a_stream_frees_its_slot_within_a_step(demo_model_path):
-    b = LocalBackend(str(demo_model_path), n_ctx=512, slots=2, shared=False)
+def test_cancelling_a_stream_frees_its_slot_within_a_step(private):
+    b = private(slots=2)
     long = gs.Params(temperature=0.8, seed=1, max_tokens=400, min_tokens=400, ignore_eos=True)
     first = b.submit("Count forever.", long)
     other = b.submit("Count forever too.", long)
@@ -102,8 +117,8 @@ def test_cancelling_a_stream_frees_its_slot_within_a_step(demo_model_path):
     assert other.result(timeout=5).finish_reason == "abort"
 
 
-def test_closing_a_stream_cancels_it(demo_model_path):
-    b = LocalBackend(str(demo_model_path), n_ctx=512, slots=1, shared=False)
+def test_closing_a_stream_cancels_it(private):
+    b = private(slots=1)
     it = b.stream("Tell me a long story.", temperature=0.8, seed=3, max_tokens=300, min_tokens=300,
                   ignore_eos=True)
     for i, _ in enumerate(it):
@@ -147,8 +162,8 @@ def test_request_too_long_for_its_slot(demo16):
     assert e.value.field == "max_tokens" and "512" in str(e.value)
 
 
-def test_priority_orders_the_waiting_queue(demo_model_path):
-    b = LocalBackend(str(demo_model_path), n_ctx=512, slots=1, shared=False)
+def test_priority_orders_the_waiting_queue(private):
+    b = private(slots=1)
     finished: list[str] = []
     lock = threading.Lock()
 
@@ -182,3 +197,17 @@ def test_next_token_logits_and_generation_share_the_engine(demo16):
     logits = demo16.next_token_logits(q)
     c = demo16.chat(q, temperature=0, max_tokens=1)
     assert _ids(c)[0] == int(logits.argmax())
+
+
+def test_closing_a_private_model_fails_what_waits_and_frees_it(private):
+    b = private(slots=1)
+    long = gs.Params(temperature=0.8, seed=1, max_tokens=300, min_tokens=300, ignore_eos=True)
+    running = b.submit("Count forever.", long)
+    waiting = b.submit("Say hi.", gs.Params(temperature=0, max_tokens=2))
+    _wait_for(lambda: b.info()["engine_running"] == 1)
+    b.close()
+    for h in (running, waiting):
+        with pytest.raises(gs.GSExploreError, match="closed"):
+            h.result(timeout=30)
+    with pytest.raises(gs.GSExploreError, match="closed"):
+        b.chat("Hi", max_tokens=1)

@@ -258,6 +258,7 @@ class LocalBackend(Backend):
         threads_batch = int(n_threads_batch) if n_threads_batch else threads
         if slots is not None and int(slots) < 1:
             raise ParamsError(f"slots must be at least 1, got {slots}", field="slots", value=slots)
+        self._shared = bool(shared)
         self._lm = load_model(self.path, n_gpu_layers=self.n_gpu_layers, n_ctx=int(n_ctx), n_threads=threads,
                               n_threads_batch=threads_batch, extra_buffers=extra_buffers, slots=slots,
                               verbose=verbose, shared=shared)
@@ -372,6 +373,7 @@ class LocalBackend(Backend):
 
     def prompt_token_ids(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> list[int]:
         """The prompt's token ids (add_special_tokens and truncate_prompt_tokens applied)."""
+        self._check_open()
         p = merge_params(params, overrides)
         return self._tokenize_prompt(self.render_prompt(messages, p), p).tolist()
 
@@ -399,6 +401,7 @@ class LocalBackend(Backend):
 
     def _prepare(self, messages: MessagesLike | None, params: Params | None, overrides: dict[str, Any],
                  streaming: bool, prompt: str | None = None) -> _Prepared:
+        self._check_open()
         p = merge_params(params, overrides)
         if p.stream and not streaming:
             raise ParamsError("stream=True: use LocalBackend.stream() / astream() to stream; "
@@ -420,6 +423,11 @@ class LocalBackend(Backend):
         parser_on = prompt is None and lm.has_reasoning and p.enable_thinking is not False and not (
             _reasoning.reasoning_ended_in_prompt(toks.tolist(), lm.think_start, lm.think_end))
         return _Prepared(p, msgs, text, toks, plan, parser_on)
+
+    def _check_open(self) -> None:
+        if getattr(self._lm, "_closed", False):
+            raise EngineError(f"the model {self.model} was closed (LocalBackend.close()): create a new "
+                              "LocalBackend to use it again")
 
     def _check_model(self, p: Params) -> None:
         if p.model is None:
@@ -615,6 +623,7 @@ class LocalBackend(Backend):
 
         ``prompt_ids``/``output_ids`` feed the penalties and min_tokens; ``logits`` is not modified.
         """
+        self._check_open()
         p = merge_params(params, overrides)
         lm = self._lm
         plan = self._plan(p, 1)
@@ -630,7 +639,10 @@ class LocalBackend(Backend):
             s.close()
 
     def close(self) -> None:
-        """Nothing to release per backend: loaded models are shared (see `unload_all`)."""
+        """Free a private model (``shared=False``): its engine, KV cache and weights. Shared models
+        stay loaded for the other backends on them (see `unload_all`)."""
+        if not self._shared:
+            self._lm.close()
 
 
 class _Prepared:
@@ -730,7 +742,7 @@ class LocalRequest:
 def _user_error(exc: BaseException) -> BaseException:
     if isinstance(exc, (GSExploreError, ValueError)):
         return exc
-    return GSExploreError(f"local generation failed: {exc}")
+    return EngineError(f"local generation failed: {exc}")
 
 
 def _usage_copy(u: Any, reasoning_tokens: int | None) -> Any:

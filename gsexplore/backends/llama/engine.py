@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...errors import GSExploreError
 from .driver import driver
 from .sampler import clamp_lp, logsumexp, top_ids
 from .sequence import EngineRequest, Sequence
@@ -50,8 +51,8 @@ _SEED_MOD = 0xFFFFFFFF  # llama.cpp reads seed 0xFFFFFFFF as "random": stay belo
 _WAIT_FOR_SHARED = 16
 
 
-class EngineError(RuntimeError):
-    """llama.cpp failed while generating (not the request's fault)."""
+class EngineError(GSExploreError, RuntimeError):
+    """llama.cpp failed while generating, or the model was closed (not the request's fault)."""
 
 
 class _Slot:

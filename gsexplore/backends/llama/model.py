@@ -110,7 +110,11 @@ class LoadedModel:
         return self.n_layer * int(lc.llama_model_n_head_kv(model)) * (head_k + head_v) * 2
 
     def close(self) -> None:
-        """Stop the engine and free llama.cpp's memory."""
+        """Stop the engine and free llama.cpp's memory (once)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        _OPEN.discard(self)
         self.engine.close()
         self.llm.close()
 
