@@ -117,11 +117,16 @@ def test_params_panel_is_generated_from_the_specs() -> None:
     for spec in Params.specs():
         c = panel.controls[spec.name]
         assert c.spec is spec
-        assert not c.set_box.value and c.input.disabled  # unset = server default, greyed out
+        assert not c.is_set
+        if spec.kind == "bool":  # one control: "not sent (the server's default)", yes, no
+            assert c.input.value is None and [v for _, v in c.input.options] == [None, True, False]
+            assert c.set_box not in all_widgets(c.row)
+        else:
+            assert c.input.disabled  # unset = server default, greyed out
         if spec.numeric and spec.ui_min is not None:
             assert (c.slider.min, c.slider.max, c.slider.step) == (spec.ui_min, spec.ui_max, spec.step)
-        if spec.server_default is not None and spec.kind in ("float", "int", "bool"):
-            assert c.input.value == spec.server_default
+        if spec.server_default is not None and spec.numeric:
+            assert float(c.input.value) == spec.server_default  # the number box shows the default as text
     assert panel.params == Params()
     assert len(panel.accordion.children) == len(GROUPS)
     assert panel.accordion.titles == ("Muestreo", "Salida y parada", "Decodificación guiada", "Avanzado")
@@ -148,26 +153,26 @@ def test_params_panel_set_values_and_observe() -> None:
     c.set_box.value = True                     # tick: the server default is now sent
     assert panel.params == Params(temperature=0.7, top_k=-1)
     c.slider.value = 20                        # slider drives the text box
-    assert c.text.value == 20 and panel.params.top_k == 20
-    c.text.value = 500                         # beyond the slider: the text box holds it
+    assert c.text.value == "20" and panel.params.top_k == 20
+    c.text.value = "500"                       # beyond the slider: the text box holds it
     assert panel.params.top_k == 500 and c.slider.value == c.slider.max
     panel.controls["temperature"].set_box.value = False   # untick: not sent
     assert panel.params == Params(top_k=500)
     assert panel.controls["temperature"].input.disabled
-    assert panel.controls["temperature"].input.value == Params.spec("temperature").server_default
+    assert float(panel.controls["temperature"].input.value) == Params.spec("temperature").server_default
     assert changes[-1] == Params(top_k=500) and len(changes) == 4 and names == ["value"] * 4
     # typing into an unset parameter sets it
-    panel.controls["max_tokens"].text.value = 64
+    panel.controls["max_tokens"].text.value = "64"
     assert panel.controls["max_tokens"].set_box.value and panel.params.max_tokens == 64
 
 
 def test_params_panel_invalid_value_shows_error_and_keeps_last_valid() -> None:
     panel = panels.ParamsPanel(Params(top_p=0.9))
-    panel.controls["top_p"].text.value = 0
+    panel.controls["top_p"].text.value = "0"
     assert panel.params == Params(top_p=0.9)
     assert panel.error and "top_p" in panel.error
-    assert "color:#c62828" in panel.message.value and "top_p=0.0 is not allowed" in panel.message.value
-    panel.controls["top_p"].text.value = 0.5
+    assert "color:#c62828" in panel.message.value and "top_p: escribiste 0, pero tiene que ser" in panel.message.value
+    panel.controls["top_p"].text.value = "0.5"
     assert panel.error is None and panel.message.value == ""
     assert panel.params == Params(top_p=0.5)
     # cross-field rule: min_tokens > max_tokens
@@ -179,7 +184,8 @@ def test_params_panel_invalid_value_shows_error_and_keeps_last_valid() -> None:
 def test_params_panel_json_and_list_kinds() -> None:
     panel = panels.ParamsPanel()
     panel.controls["logit_bias"].input.value = '{"12": 3'
-    assert "invalid JSON" in panel.error and panel.params == Params()
+    assert "el JSON no se puede leer" in panel.error and panel.params == Params()
+    assert "logit_bias" in panel.controls["logit_bias"].message.value  # said next to the field, not far below
     panel.controls["logit_bias"].input.value = '{"12": 3}'
     assert panel.params.logit_bias == {12: 3.0}
     panel.controls["stop"].input.value = '["fin", "\\n"]'
@@ -225,16 +231,16 @@ def test_guided_panel_kinds_validation_and_update() -> None:
     assert "guided_choice" in g.active.value
     g.kind.value = "guided_regex"
     g.regex.value = "(a"
-    assert "does not compile" in g.error and g.params.guided_choice == ["sí", "no"]  # last valid kept
+    assert "no compila" in g.error and g.params.guided_choice == ["sí", "no"]  # last valid kept
     g.regex.value = "[0-9]{3}"
     assert g.error is None and g.params == Params(guided_regex="[0-9]{3}")
     upd = g.params_update()
     assert upd["guided_choice"] is None and upd["guided_regex"] == "[0-9]{3}"
     g.kind.value = "guided_json"
     g.schema.value = '{"type": "object"'
-    assert "JSON inválido" in g.error
+    assert "el JSON no se puede leer" in g.error
     g.schema.value = '{"type": "objetc"}'
-    assert "invalid JSON schema" in g.error
+    assert "el esquema JSON no es válido" in g.error
     g.schema.value = '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}'
     assert g.error is None and g.params.guided_json["required"] == ["n"]
     g.try_text.value = '{"n": 3}'
@@ -409,12 +415,13 @@ def test_playground_params_errors_and_code() -> None:
     c = pg.run(wait=True)
     assert c.content == "sí" and "✔" in pg.stats.value and pg.history.loc[0, "guided_valid"]
     # invalid value: Run refuses, the button shows why
-    pg.params_panel.controls["top_p"].text.value = 0
+    pg.params_panel.controls["top_p"].text.value = "0"
     with pytest.raises(ParamsError):
         pg.run(wait=True)
     pg.run_button.click()
     assert "top_p" in pg.message.value and not pg.running
-    pg.params_panel.controls["top_p"].text.value = 0.9
+    assert "gs-stale-note" in pg.stale.value  # the answer shown is marked as not this request's
+    pg.params_panel.controls["top_p"].text.value = "0.9"
     assert pg.error is None
 
 
@@ -452,7 +459,7 @@ def test_sweep_values_parsing() -> None:
     assert parse_values(Params.spec("ignore_eos"), "true, no") == [True, False]
     assert parse_values(Params.spec("guided_choice"), '[["sí", "no"], ["a", "b"]]') == [["sí", "no"], ["a", "b"]]
     assert parse_values(Params.spec("stop"), "fin, FIN") == ["fin", "FIN"]
-    with pytest.raises(ParamsError, match="'x' is not a valid float"):
+    with pytest.raises(ParamsError, match="x is not a valid float"):
         parse_values(Params.spec("temperature"), "0, x")
     with pytest.raises(ParamsError, match="not a valid int"):
         parse_values(Params.spec("top_k"), "1.5")
@@ -462,6 +469,7 @@ def test_sweep_values_parsing() -> None:
 
 def test_sweep_builder_grid_and_count() -> None:
     sb = panels.SweepBuilder([SlowBackend(), SlowBackend()], base=Params(max_tokens=8), prompts=["a", "b", "c"])
+    assert sb.max_tokens.value == "8"
     opts = list(sb.vary.options)
     kinds = [Params.spec(n).kind for n in opts]
     assert kinds.index("bool") > max(i for i, k in enumerate(kinds) if k in ("float", "int"))  # numeric first
@@ -477,7 +485,7 @@ def test_sweep_builder_grid_and_count() -> None:
     sb.value_inputs["top_k"].value = "5, -7"
     assert "top_k" in sb.error and sb.run_button.disabled and "color:#c62828" in sb.message.value
     sb.value_inputs["top_k"].value = "5, x"
-    assert "not a valid int" in sb.error
+    assert sb.error == "top_k: escribiste x, pero tiene que ser un número entero ≥ -1."
     sb.vary.value = ("temperature",)
     assert sb.error is None and not sb.run_button.disabled and sb.request_count == 2 * 3 * 2 * 4
     sb.prompt_set.value = "capitales_es"
@@ -495,7 +503,7 @@ def test_sweep_builder_runs_a_tiny_sweep(tiny: Backend) -> None:
     assert isinstance(df, pd.DataFrame) and len(df) == 8 and df["error_type"].isna().all()
     assert sorted(df["temperature"].unique()) == [0.0, 1.0]
     assert sb.progress.value == 8 and sb.progress.bar_style == "success"
-    assert "gs-sweep-df" in sb.table.value and len(sb.plot_image.value) > 1000
+    assert len(sb.table.df) == 8 and len(sb.plot_image.value) > 1000
     assert sb.x.value == "temperature" and sb.y.value == "distinct_2"
     sb.y.value = "n_tokens"
     sb.kind.value = "box"
@@ -561,7 +569,7 @@ def test_next_token_explorer_remote_uses_top_logprobs() -> None:
     fake = SlowBackend(delay=0, top_logprobs=tops)
     nt = panels.NextTokenExplorer(fake, "El cielo es", lang="en")
     assert [tok for tok, _ in nt.survivors] == [tok for tok, _ in tops]
-    assert nt.sliders["repetition_penalty"].disabled and "20 most likely" in nt.widget.children[1].value
+    assert nt.sliders["repetition_penalty"].disabled and "20 most likely" in nt.widget.children[2].value
     nt.set(top_k=2)
     assert [tok for tok, _ in nt.survivors] == [" azul", " gris"]
     p = np.exp([-0.5, -1.5])
@@ -589,7 +597,7 @@ def test_compare_shows_the_chosen_cells() -> None:
     assert cmp.value == [[a.cell_id.iloc[0]], [b.cell_id.iloc[0]]]
     assert len(cmp.rows(0)) == 2 and len(cmp.rows(1)) == 2
     html = cmp.output.value
-    assert "palabra0 palabra1 palabra2" in html and "temperature=1.0" in html and "pienso" in html
+    assert "palabra0 palabra1 palabra2" in html and "temperature=1," in html and "pienso" in html
     assert html.count("<details>") == 4  # reasoning of 2 repeats x 2 cells, collapsible
     cmp.select(0, cell_id=b.cell_id.iloc[0])
     assert cmp.mode.value == "cell_id" and cmp.value[0] == [b.cell_id.iloc[0]]

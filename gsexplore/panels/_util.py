@@ -301,7 +301,11 @@ CSS = """<style>
 .gs-invalid input, .gs-invalid textarea, input.gs-invalid, textarea.gs-invalid {
   border: 2px solid #c62828 !important; color: #c62828 !important; background: #fff5f5 !important; }
 .gs-warn input { border: 2px solid #d89c00 !important; }
-.gs-table-wrap { max-width: 100%; overflow-x: auto; }
+.gs-guided-kind, .gs-guided-kind > div { flex-wrap: wrap !important; }
+.gs-guided-kind .widget-toggle-button { margin-bottom: 2px; }
+.gs-panel-root .widget-text, .gs-panel-root .widget-textarea, .gs-panel-root .widget-dropdown { max-width: 100%; }
+.gs-panel-root .widget-label { overflow: hidden; text-overflow: ellipsis; }
+.gs-table-wrap { max-width: 100%; overflow-x: hidden; }
 .gs-table-wrap table { table-layout: fixed; width: 100%; }
 .gs-table-wrap td, .gs-table-wrap th { overflow-wrap: anywhere; vertical-align: top; }
 </style>"""
@@ -391,3 +395,8 @@ def all_widgets(w: W.Widget) -> list[W.Widget]:
     for child in getattr(w, "children", ()) or ():
         out.extend(all_widgets(child))
     return out
+
+
+def tf(key: str, lang: str = "es", **values: Any) -> str:
+    """A UI string with its blanks filled in."""
+    return t(key, lang).format(**values)

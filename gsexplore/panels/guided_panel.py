@@ -16,7 +16,7 @@ import traitlets
 from ..completion import Completion
 from ..errors import GSExploreError, ParamsError
 from ..params import GUIDED_KINDS, Params
-from ._util import Panel, data_files, error_html, esc, t
+from ._util import Panel, css_widget, data_files, error_html, esc, explain, t
 from .params_panel import ParamsPanel
 
 __all__ = ["GuidedPanel", "KINDS", "check_text"]
@@ -115,7 +115,7 @@ class GuidedPanel(Panel):
 
         full = W.Layout(width="100%")
         self.editors = W.Stack([
-            W.HTML(f'<i style="color:#555">{esc(t("no_constraint", lang))}</i>'),
+            W.HTML(""),  # no constraint: the line below says so, once
             W.VBox([help_html("guided_json"), self.schema_example, self.schema], layout=full),
             W.VBox([help_html("guided_regex"), self.regex], layout=full),
             W.VBox([help_html("guided_choice"), self.choices], layout=full),
@@ -130,9 +130,11 @@ class GuidedPanel(Panel):
                                style={"description_width": "auto"}, layout=W.Layout(width="100%"))
         self.try_result = W.HTML("")
         options_box = W.Accordion([self.options.widget], titles=(t("advanced", lang),), selected_index=None)
-        self.widget = W.VBox([self.kind, self.editors, self.message, self.active,
-                              W.VBox([self.try_text, self.try_result]), options_box])
+        self.kind.layout = W.Layout(width="100%")
+        self.widget = W.VBox([css_widget(), self.kind, self.editors, self.message, self.active,
+                              W.VBox([self.try_text, self.try_result]), options_box], layout=W.Layout(width="100%"))
         self.widget.add_class("gs-guided-panel")
+        self.widget.add_class("gs-panel-root")
 
         self.kind.observe(self._changed, "value")
         for w in (self.schema, self.regex, self.choices, self.grammar):
@@ -198,11 +200,12 @@ class GuidedPanel(Panel):
             try:
                 upd["guided_json"] = json.loads(self.schema.value)
             except json.JSONDecodeError as e:
-                raise ParamsError(f"guided_json: {t('invalid_json', self.lang)}: {e}", field="guided_json") from None
+                raise ParamsError(f"guided_json: invalid JSON: {e}", field="guided_json", key="json_invalid",
+                                  line=e.lineno, col=e.colno) from None
         elif kind == "guided_regex":
             if not self.regex.value:  # an empty regex would force an empty answer: surely not meant yet
-                raise ParamsError("guided_regex: " + ("escribí una expresión regular" if self.lang == "es"
-                                                      else "write a regular expression"), field="guided_regex")
+                raise ParamsError("guided_regex: write a regular expression", field="guided_regex",
+                                  key="regex_empty")
             upd["guided_regex"] = self.regex.value
         elif kind == "guided_choice":
             upd["guided_choice"] = [ln.strip() for ln in self.choices.value.splitlines() if ln.strip()]
@@ -225,8 +228,12 @@ class GuidedPanel(Panel):
             p = Params(**{k: v for k, v in upd.items() if v is not None})
             _compile_check(p)
         except (GSExploreError, ValueError) as e:
-            self._error = str(e)
+            self._error = explain(e, self.lang)
             self.message.value = error_html(self._error)
+            # the last valid constraint still applies to the next run, but this editor's is not it:
+            # say nothing about "no constraint" under an invalid schema
+            self.active.value = ""
+            self.try_result.value = ""
             return
         self._error = self.options.error
         self.message.value = error_html(self._error)
@@ -259,10 +266,10 @@ class GuidedPanel(Panel):
             valid, why = check_text(text, self.params)
             why = "" if valid else why
         except Exception as e:  # a checker failure is shown, not raised into the widget
-            self.try_result.value = error_html(str(e))
+            self.try_result.value = error_html(explain(e, self.lang))
             return
         if valid is None:
-            self.try_result.value = f'<span style="color:#555">{esc(why or t("no_constraint", self.lang))}</span>'
+            self.try_result.value = ""  # "no constraint" is already said once, above
         elif valid:
             self.try_result.value = f'<span style="color:#2e7d32">✔ {esc(t("valid", self.lang))}</span>'
         else:
