@@ -9,6 +9,7 @@ noise for output) and, where timing must be controlled, a slow in-process backen
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import time
 import warnings
@@ -615,3 +616,144 @@ def test_panels_display_as_their_widget(tiny: Backend) -> None:
         assert "application/vnd.jupyter.widget-view+json" in bundle
         assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
         assert type(panel).__name__ in repr(panel)
+
+
+# --------------------------------------------------------------------------- issue 14: no friction in class
+
+
+def test_params_panel_never_changes_a_value_silently() -> None:
+    panel = panels.ParamsPanel(Params(temperature=0.7, top_k=20, top_p=0.9))
+    for name, typed, expected in (
+            ("top_k", "2.5", "top_k: escribiste 2.5, pero tiene que ser un número entero ≥ -1."),
+            ("top_p", "5", "top_p: escribiste 5, pero tiene que ser un número > 0 y ≤ 1."),
+            ("temperature", "-3", "temperature: escribiste -3, pero tiene que ser un número ≥ 0.")):
+        c = panel.controls[name]
+        c.text.value = typed
+        assert c.text.value == typed                      # shown as typed, not rounded or clamped
+        assert panel.error == expected and html.escape(expected) in c.message.value  # said next to the field
+        assert "gs-invalid" in c.text._dom_classes        # the box turns red
+        assert panel.params == Params(temperature=0.7, top_k=20, top_p=0.9)  # and nothing else is sent
+        c.load(getattr(Params(temperature=0.7, top_k=20, top_p=0.9), name))
+        panel._recompute()
+        assert panel.error is None and "gs-invalid" not in c.text._dom_classes
+    # allowed but unusual: sent as typed, with a visible warning
+    panel.controls["temperature"].text.value = "99"
+    assert panel.params.temperature == 99 and panel.error is None
+    assert panel.warnings and "mayor que 2" in panel.controls["temperature"].message.value
+    panel.set_limits(vocab_size=1000, n_ctx=512)
+    panel.controls["top_k"].text.value = "5000"
+    panel.set_value("max_tokens", 4096)
+    assert "vocabulario" in panel.controls["top_k"].message.value
+    assert "contexto" in panel.controls["max_tokens"].message.value
+    assert panel.params.top_k == 5000 and panel.params.max_tokens == 4096
+
+
+def test_messages_are_spanish_in_vos_and_echo_what_was_typed() -> None:
+    from gsexplore.panels._util import explain
+
+    g = panels.GuidedPanel()
+    g.kind.value = "guided_regex"
+    g.regex.value = r"(\d{4}-\d{2"
+    assert r"«(\d{4}-\d{2}»" not in g.error and r"«(\d{4}-\d{2»" in g.error  # as typed: no doubled backslashes
+    assert "\\\\" not in g.message.value and "falta cerrar un paréntesis" in g.error
+    g.kind.value = "guided_json"
+    g.schema.value = '{"type": "objetc", "properties": {"a": {"type": "string"}}}'
+    assert "{'type'" not in g.error and '"properties"' not in g.error  # no dict dumped
+    assert "Sin restricción" not in g.active.value and "Sin restricción" not in g.try_result.value
+    # the sweep planner's summary of bad settings, in Spanish, each named
+    with pytest.raises(ParamsError) as info:
+        gs.sweep(SlowBackend(delay=0), ["a"], grid={"top_p": [0.5, 5]}, dry_run=True)
+    text = explain(info.value)
+    assert text.startswith("1 de 2 combinaciones no son válidas") and "top_p: escribiste 5" in text
+    english = ("is not allowed", "Input should", "invalid", "does not compile", "setting(s)")
+    assert not any(w in text for w in english)
+    sb = panels.SweepBuilder(SlowBackend(delay=0), prompts=["a"])
+    sb.set_values("top_p", "0.5, 5")
+    assert sb.error.startswith("1 de 2 combinaciones") and "color:#c62828" in sb.message.value
+
+
+def test_guided_panel_says_no_constraint_once() -> None:
+    g = panels.GuidedPanel()
+    shown = " ".join(w.value for w in all_widgets(g.widget) if isinstance(getattr(w, "value", None), str))
+    assert shown.count("Sin restricción") == 1
+    g.kind.value = "guided_json"
+    g.schema.value = "{"
+    assert g.error and g.active.value == ""  # no "no constraint" under an invalid schema
+
+
+def test_sweep_builder_always_has_a_token_limit_and_shows_no_plot_before_data(capsys: Any) -> None:
+    sb = panels.SweepBuilder(SlowBackend(delay=0), prompts=["a", "b"])
+    assert sb.max_tokens.value == "64" and sb.base.max_tokens == 64  # visible default
+    assert "2 peticiones × hasta 64 tokens = hasta 128 tokens" in sb.count.value
+    assert sb.results.layout.display == "none" and sb.plot_image.value == b""  # no broken image, no error
+    assert "gs-error" not in sb.message.value
+    sb.max_tokens.value = ""
+    assert sb.error.startswith("max_tokens: un barrido necesita") and sb.run_button.disabled
+    with pytest.raises(ParamsError):
+        sb.run(wait=True)
+    sb.max_tokens.value = "8"
+    df = sb.run(wait=True)
+    assert (df["max_tokens"] == 8).all()
+    assert sb.results.layout.display == "" and sb.placeholder.layout.display == "none"
+    labels = [label for label, _ in sb.y.options]
+    assert len(labels) == len(set(labels))  # one "tokens generados"
+    headers = list(sb.table.df.columns)
+    assert "respuesta" in headers and "repetición" in headers and "content" not in headers
+    assert sorted(sb.table.df["repetición"]) == [1, 1]
+    assert "tokens/s" in sb.count.value and "tiempo estimado" in sb.count.value  # measured now
+    sb.table.selected_rows = [0]
+    assert "palabra0" in sb.row_detail.value  # the full text on demand
+    err = capsys.readouterr().err
+    assert "sweep" not in err and "requests" not in err  # nothing on stderr
+
+
+def test_sweep_builder_stop_is_fast_on_the_tiny_model(tiny: Backend) -> None:
+    sb = panels.SweepBuilder(tiny, base=Params(chat_template_kwargs=NO_THINK, ignore_eos=True), prompts=["Hola"])
+    sb.max_tokens.value = "1500"
+    sb.set_values("seed", list(range(6)))
+    sb.run()
+    time.sleep(1.5)  # requests are in the engine, decoding
+    assert sb.running
+    t0 = time.perf_counter()
+    sb.stop_button.click()
+    sb.wait(30)
+    took = time.perf_counter() - t0
+    assert not sb.running and took < 2.0, took
+    assert "Detenido" in sb.message.value and sb.progress.bar_style == "warning"
+
+
+def test_compare_keeps_choices_and_writes_settings_as_people_do() -> None:
+    from gsexplore.sweep import sweep
+
+    df = sweep(SlowBackend(delay=0, words=3), ["uno"], grid={"temperature": [0.7, 0.0, 1.4], "top_k": [3, 40]},
+               repeats=3, progress=False)
+    cmp = panels.Compare(df)
+    temps = [label for label, _ in cmp.slots[0]["temperature"].options]
+    assert temps == ["0", "0.7", "1.4"]                                 # sorted
+    cmp.select(0, temperature=1.4, top_k=3)
+    chosen = cmp.value[0]
+    cmp.mode.value = "cell_id"
+    assert cmp.value[0] == chosen                                        # kept across modes
+    label = dict((v, k) for k, v in cmp.slots[0]["cell_id"].options)[chosen[0]]
+    assert label == "temperature=1.4, top_k=3" and '"' not in label     # no hash, no quoted numbers
+    cmp.mode.value = "values"
+    assert cmp.value[0] == chosen
+    html = cmp.output.value
+    assert html.index("repetición 1") < html.index("repetición 2") < html.index("repetición 3")
+    assert "#0" not in html
+
+
+def test_backend_form_matches_the_backend_and_explorer_says_empty_prompt(tiny: Backend) -> None:
+    bp = panels.BackendPanel(tiny)
+    assert bp.n_gpu_layers.value == tiny.n_gpu_layers and bp.n_ctx.value == tiny.n_ctx
+    nt = panels.NextTokenExplorer(tiny, "El cielo es", top_n=5)
+    nt.prompt.value = "   "
+    assert "Escribí un prompt primero." in nt.message.value
+
+
+def test_playground_history_fits_its_tab() -> None:
+    pg = panels.Playground(SlowBackend(words=3, delay=0), Params(max_tokens=3), user="Hola")
+    pg.run(wait=True)
+    assert pg.history_table.value.startswith('<div class="gs-table-wrap">')
+    assert "motivo de fin" in pg.history_table.value and "finish_reason</th>" not in pg.history_table.value
+    assert pg.tabs.titles == ("Parámetros", "Guiado", "Código", "Historial")
