@@ -78,7 +78,7 @@ class Playground(BackgroundRun, Panel):
         self.run_button.add_class("gs-run")
         self.stop_button = W.Button(description=t("stop", lang), button_style="danger", icon="stop", disabled=True)
         self.stop_button.add_class("gs-stop")
-        self.clear_button = W.Button(description=t("clear", lang), icon="trash")
+        self.clear_button = W.Button(description=t("clear", lang), icon="trash", layout=W.Layout(width="auto"))
         self.clear_button.add_class("gs-clear")
         self.reasoning = W.HTML("")
         self.reasoning.add_class("gs-reasoning")
