@@ -313,7 +313,7 @@ def _drive_panels(page: object, lab: Lab, expect: object) -> None:
     browser_panel = page.locator("#filebrowser")
     expect(browser_panel).to_be_visible(timeout=30_000)  # the file browser is open beside the notebook
     pg = page.locator(".gs-playground")
-    guided = page.locator(".gs-guided-panel").first
+    guided = page.locator(".gs-guided-panel").nth(1)  # the first is in the Playground's Guiado tab
     sb = page.locator(".gs-sweep-builder")
     cmp = page.locator(".gs-compare-panel")
     for w in (pg, guided, sb, cmp):
