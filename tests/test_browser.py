@@ -285,7 +285,7 @@ _LAYOUT_JS = """(root) => {
   for (const el of root.querySelectorAll('.gs-param-row, .widget-hbox, .widget-vbox, .widget-html-content')) {
     if (el.getBoundingClientRect().width === 0) continue;
     if (el.scrollWidth > el.clientWidth + 2 && getComputedStyle(el).overflowX !== 'visible')
-      out.push(`scrolls sideways: ${name(el)} ${el.scrollWidth} > ${el.clientWidth}`);
+      out.push(`scrolls sideways: ${name(el)} ${el.scrollWidth} > ${el.clientWidth} (first child: ${el.firstElementChild ? name(el.firstElementChild) : '-'})`);
   }
   if (r.right > document.documentElement.clientWidth + 1) out.push(`panel wider than the window: ${r.right}`);
   return out;
@@ -326,7 +326,7 @@ def _drive_panels(page: object, lab: Lab, expect: object) -> None:
     row = pg.locator(".gs-param-temperature")
     assert row.evaluate("el => el.scrollLeft") == 0
     name = pg.locator(".gs-param-temperature .gs-param-name")
-    assert name.inner_text().strip() == "temperature" and "Temperatura" in (name.locator("span").get_attribute("title") or "")
+    assert name.inner_text().strip() == "temperature" and "Temperatura" in (name.get_attribute("title") or "")
     pg.screenshot(path=str(ARTIFACTS / "panels_playground.png"))
 
     # --- a rejected value: top_k 2.5 stays as typed, red, with its message in Spanish, not sent
@@ -339,9 +339,12 @@ def _drive_panels(page: object, lab: Lab, expect: object) -> None:
     expect(topk).to_have_value("2.5")
     assert "gs-invalid" in (pg.locator(".gs-input-top_k").get_attribute("class") or "")
     pg.locator(".lm-TabBar-tab", has_text="Código").click()
-    assert '"top_k"' not in pg.locator(".gs-code-curl").inner_text()  # what is sent is not a silent 2
+    assert '"top_k": 2' not in pg.locator(".gs-code-curl").inner_text()  # never a silent 2 (Run refuses meanwhile)
     assert not _ENGLISH.search(pg.inner_text()), _ENGLISH.search(pg.inner_text())
     pg.locator(".lm-TabBar-tab", has_text="Parámetros").click()
+    topk.fill("20")
+    topk.press("Enter")
+    expect(message).to_have_text("", timeout=30_000)
     temp.fill("99")
     temp.press("Enter")
     expect(pg.locator(".gs-message-temperature")).to_contain_text("mayor que 2", timeout=30_000)

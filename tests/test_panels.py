@@ -120,7 +120,8 @@ def test_params_panel_is_generated_from_the_specs() -> None:
         assert c.spec is spec
         assert not c.is_set
         if spec.kind == "bool":  # one control: "not sent (the server's default)", yes, no
-            assert c.input.value is None and [v for _, v in c.input.options] == [None, True, False]
+            assert c.input.value == "unset" and [v for _, v in c.input.options] == ["unset", "true", "false"]
+            assert c.input.options[0][0].startswith("— (lo decide el servidor: ")  # a visible label, not blank
             assert c.set_box not in all_widgets(c.row)
         else:
             assert c.input.disabled  # unset = server default, greyed out
@@ -199,8 +200,10 @@ def test_params_panel_json_and_list_kinds() -> None:
     assert panel.params.allowed_token_ids == [1, 2, 3]
     panel.controls["chat_template_kwargs"].input.value = '{"enable_thinking": false}'
     assert panel.params.enable_thinking is False
-    panel.controls["ignore_eos"].input.value = True
+    panel.controls["ignore_eos"].input.value = "true"
     assert panel.params.ignore_eos is True
+    panel.controls["ignore_eos"].input.value = "unset"
+    assert panel.params.ignore_eos is None
 
 
 def test_params_panel_set_loads_and_round_trips() -> None:

@@ -98,6 +98,9 @@ def format_text(spec: ParamSpec, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
+_UNSET = "unset"  # a boolean's "not sent" option
+
+
 def _fmt_number(spec: ParamSpec, v: Any) -> str:
     """A number as its box shows it: 0.8, not 0.8000000000000002; ints without a decimal point."""
     if v is None:
@@ -169,9 +172,10 @@ class _Control:
             default = spec.server_default
             shown = t("yes" if default else "no", lang) if default is not None else t("server", lang)
             # one control: "not sent" (the server's default, named), yes or no
-            self.input = W.Dropdown(options=[(t("unset", lang).format(default=shown), None),
-                                             (t("yes", lang), True), (t("no", lang), False)],
-                                    value=None, tooltip=help_text,
+            # (ipywidgets shows a Dropdown whose value is None as empty: the options are strings)
+            self.input = W.Dropdown(options=[(t("unset", lang).format(default=shown), _UNSET),
+                                             (t("yes", lang), "true"), (t("no", lang), "false")],
+                                    value=_UNSET, tooltip=help_text,
                                     layout=W.Layout(width="auto", flex="1 1 120px", min_width="100px"))
             parts.append(self.input)
         elif k == "str" and spec.choices:
@@ -200,12 +204,12 @@ class _Control:
                           layout=W.Layout(width="150px", flex="0 1 150px", min_width="90px", align_items="center"))
         tail = [] if self.is_bool else [self.default_label]
         self.row = W.HBox([name_box, *parts, *tail],
-                          layout=W.Layout(align_items="center", flex_flow="row wrap", width="100%"))
+                          layout=W.Layout(align_items="center", flex_flow="row wrap", width="auto"))
         self.row.add_class("gs-param-row")
         self.row.add_class(f"gs-param-{spec.name}")
         self.message = W.HTML("", layout=W.Layout(margin="0 0 2px 0"))
         self.message.add_class(f"gs-message-{spec.name}")
-        self.box = W.VBox([self.row, self.message], layout=W.Layout(width="100%"))
+        self.box = W.VBox([self.row, self.message], layout=W.Layout(width="auto"))
         self.set_box.observe(self._on_set, "value")
         if self.slider is not None:
             self.slider.observe(self._on_slider, "value")
@@ -217,7 +221,7 @@ class _Control:
     @property
     def is_set(self) -> bool:
         if self.is_bool:
-            return self.input.value is not None
+            return self.input.value != _UNSET
         return bool(self.set_box.value)
 
     def read(self) -> Any:
@@ -226,7 +230,9 @@ class _Control:
         v = self.input.value
         if k in ("float", "int"):
             return parse_number(self.spec, v)
-        if k in ("bool", "str"):
+        if k == "bool":
+            return v == "true"
+        if k == "str":
             return v
         return parse_text(self.spec, v)
 
@@ -235,7 +241,7 @@ class _Control:
         self._sync = True
         try:
             if self.is_bool:
-                self.input.value = None if value is None else bool(value)
+                self.input.value = _UNSET if value is None else ("true" if value else "false")
             elif value is None:
                 self.set_box.value = False
                 self._show_default()
@@ -361,12 +367,12 @@ class ParamsPanel(Panel):
                 c = _Control(spec, lang, self._recompute)
                 self.controls[spec.name] = c
                 rows.append(c.box)
-            sections.append(W.VBox(rows, layout=W.Layout(width="100%")))
+            sections.append(W.VBox(rows, layout=W.Layout(width="auto")))
         self.accordion = W.Accordion(children=sections, titles=tuple(t(g, lang) for g in groups),
                                      selected_index=0 if sections else None)
         self.message = W.HTML("")
         self.message.add_class("gs-params-error")
-        self.widget = W.VBox([css_widget(), self.accordion, self.message], layout=W.Layout(width="100%"))
+        self.widget = W.VBox([css_widget(), self.accordion, self.message], layout=W.Layout(width="auto"))
         self.widget.add_class("gs-params-panel")
         self.widget.add_class("gs-panel-root")
         self.set(params if params is not None else Params())

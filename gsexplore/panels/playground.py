@@ -65,24 +65,26 @@ class Playground(BackgroundRun, Panel):
         self.guided_panel = GuidedPanel(params, lang=lang)
 
         self.system = W.Textarea(value=system, rows=2, placeholder=t("system", lang) + "…",
-                                 description=t("system", lang), layout=W.Layout(width="100%"))
+                                 description=t("system", lang), layout=W.Layout(width="auto"))
         self.system.add_class("gs-system")
         self.chat = W.HTML("")
         self.chat.add_class("gs-chat")
         self.user = W.Textarea(value=user, rows=3, continuous_update=True, description=t("user", lang),
                                placeholder=("Escribí tu mensaje (vacío: repetir la última respuesta)" if lang == "es"
                                             else "Type your message (empty: generate the last answer again)"),
-                               layout=W.Layout(width="100%"))
+                               layout=W.Layout(width="auto"))
         self.user.add_class("gs-user")
         self.run_button = W.Button(description=t("run", lang), button_style="primary", icon="play")
         self.run_button.add_class("gs-run")
         self.stop_button = W.Button(description=t("stop", lang), button_style="danger", icon="stop", disabled=True)
         self.stop_button.add_class("gs-stop")
-        self.clear_button = W.Button(description=t("clear", lang), icon="trash", layout=W.Layout(width="auto"))
+        self.clear_button = W.Button(description=t("clear", lang), icon="trash",
+                                      layout=W.Layout(width="auto", flex="0 0 auto"))
         self.clear_button.add_class("gs-clear")
         self.reasoning = W.HTML("")
         self.reasoning.add_class("gs-reasoning")
-        self.reasoning_box = W.Accordion([self.reasoning], titles=(t("reasoning", lang),), selected_index=None)
+        self.reasoning_box = W.Accordion([self.reasoning], titles=(t("reasoning", lang),), selected_index=None,
+                                         layout=W.Layout(width="auto"))
         self.answer = W.HTML("")
         self.answer.add_class("gs-answer")
         self.stale = W.HTML("")
@@ -102,12 +104,13 @@ class Playground(BackgroundRun, Panel):
         self.tabs = W.Tab([self.params_panel.widget, self.guided_panel.widget, code_tabs, self.history_table],
                           titles=(t("params", lang), t("guided_tab", lang), t("code", lang),
                                   t("history", lang)),
-                          selected_index=0)
+                          selected_index=0, layout=W.Layout(width="auto"))
         backend_box = W.Accordion([self.backend_panel.widget], titles=(t("backend", lang),),
-                                  selected_index=None if backend is not None else 0)
+                                  selected_index=None if backend is not None else 0, layout=W.Layout(width="auto"))
         self.backend_title = backend_box
         chat_col = W.VBox([backend_box, self.system, self.chat, self.user,
-                           W.HBox([self.run_button, self.stop_button, self.clear_button]),
+                           W.HBox([self.run_button, self.stop_button, self.clear_button],
+                                  layout=W.Layout(flex_flow="row wrap")),
                            self.message, self.reasoning_box,
                            W.HTML(f"<b>{esc(t('answer', lang))}</b>"), self.stale, self.answer, self.stats],
                           layout=W.Layout(flex="1 1 380px", min_width="300px", padding="0 8px 0 0"))
