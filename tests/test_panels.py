@@ -697,6 +697,7 @@ def test_sweep_builder_always_has_a_token_limit_and_shows_no_plot_before_data(ca
     sb.max_tokens.value = "8"
     df = sb.run(wait=True)
     assert (df["max_tokens"] == 8).all()
+    assert not sb.run_button.disabled and sb.stop_button.disabled  # ready for the next run
     assert sb.results.layout.display == "" and sb.placeholder.layout.display == "none"
     labels = [label for label, _ in sb.y.options]
     assert len(labels) == len(set(labels))  # one "tokens generados"

@@ -82,13 +82,13 @@ class Compare(Panel):
                 values = sorted(dict.fromkeys(self.df[k].tolist()), key=_sort_key)
                 opts = [(_label(v, lang)[:60], j) for j, v in enumerate(values)]
                 dd = W.Dropdown(options=opts, value=min(i, len(opts) - 1) if k == self.keys[-1] else 0,
-                                description=k, style={"description_width": "120px"}, layout=W.Layout(width="100%"))
+                                description=k, style={"description_width": "120px"}, layout=W.Layout(width="auto"))
                 dd._gs_values = values  # index -> value, so any value type works as an option
                 dd.observe(self._update, "value")
                 dds[k] = dd
             cid = W.Dropdown(options=[(self._cell_label(c), c) for c in cells],
                              value=cells[min(i, len(cells) - 1)], description="cell_id",
-                             style={"description_width": "120px"}, layout=W.Layout(width="100%"))
+                             style={"description_width": "120px"}, layout=W.Layout(width="auto"))
             cid.observe(self._update, "value")
             dds["cell_id"] = cid
             self.slots.append(dds)
@@ -97,7 +97,7 @@ class Compare(Panel):
         self.pickers = W.HBox(columns, layout=W.Layout(flex_flow="row wrap"))
         self.output = W.HTML("")
         self.output.add_class("gs-compare")
-        self.widget = W.VBox([css_widget(), self.mode, self.pickers, self.output], layout=W.Layout(width="100%"))
+        self.widget = W.VBox([css_widget(), self.mode, self.pickers, self.output], layout=W.Layout(width="auto"))
         self.widget.add_class("gs-compare-panel")
         self.widget.add_class("gs-panel-root")
         self.mode.observe(self._on_mode, "value")

@@ -93,19 +93,19 @@ class GuidedPanel(Panel):
                                          description=t("example", lang))
         self.schema = W.Textarea(rows=10, continuous_update=True, tooltip=tip("guided_json"),
                                  placeholder='{"type": "object", "properties": {"nombre": {"type": "string"}}}',
-                                 layout=W.Layout(width="100%"))
+                                 layout=W.Layout(width="auto"))
         # regex
         self.regex = W.Text(continuous_update=True, tooltip=tip("guided_regex"),
-                            placeholder=r"(sí|no)\.", layout=W.Layout(width="100%"))
+                            placeholder=r"(sí|no)\.", layout=W.Layout(width="auto"))
         # choices
         self.choices = W.Textarea(rows=5, continuous_update=True, tooltip=tip("guided_choice"),
-                                  placeholder=t("choices_hint", lang), layout=W.Layout(width="100%"))
+                                  placeholder=t("choices_hint", lang), layout=W.Layout(width="auto"))
         # grammar
         self.grammar_files = data_files("grammars", "*.gbnf", "*.lark", "*.ebnf", "*.cfg", "*.txt")
         self.grammar_example = W.Dropdown(options=[("—", "")] + [(n, n) for n in self.grammar_files],
                                           description=t("example", lang))
         self.grammar = W.Textarea(rows=10, continuous_update=True, tooltip=tip("guided_grammar"),
-                                  placeholder='root ::= "sí" | "no"', layout=W.Layout(width="100%"))
+                                  placeholder='root ::= "sí" | "no"', layout=W.Layout(width="auto"))
         for w, name in ((self.schema, "json"), (self.regex, "regex"), (self.choices, "choice"),
                         (self.grammar, "grammar")):
             w.add_class(f"gs-guided-{name}")
@@ -113,7 +113,7 @@ class GuidedPanel(Panel):
         def help_html(name: str) -> W.HTML:
             return W.HTML(f'<span style="color:#555">{esc(tip(name))}</span>')
 
-        full = W.Layout(width="100%")
+        full = W.Layout(width="auto")
         self.editors = W.Stack([
             W.HTML(""),  # no constraint: the line below says so, once
             W.VBox([help_html("guided_json"), self.schema_example, self.schema], layout=full),
@@ -127,12 +127,12 @@ class GuidedPanel(Panel):
         self.active.add_class("gs-guided-active")
         self.message = W.HTML("")
         self.try_text = W.Text(description=t("try_text", lang), continuous_update=True,
-                               style={"description_width": "auto"}, layout=W.Layout(width="100%"))
+                               style={"description_width": "auto"}, layout=W.Layout(width="auto"))
         self.try_result = W.HTML("")
         options_box = W.Accordion([self.options.widget], titles=(t("advanced", lang),), selected_index=None)
-        self.kind.layout = W.Layout(width="100%")
+        self.kind.layout = W.Layout(width="auto")
         self.widget = W.VBox([css_widget(), self.kind, self.editors, self.message, self.active,
-                              W.VBox([self.try_text, self.try_result]), options_box], layout=W.Layout(width="100%"))
+                              W.VBox([self.try_text, self.try_result]), options_box], layout=W.Layout(width="auto"))
         self.widget.add_class("gs-guided-panel")
         self.widget.add_class("gs-panel-root")
 

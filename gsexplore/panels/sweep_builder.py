@@ -183,7 +183,7 @@ class SweepBuilder(BackgroundRun, Panel):
         else:
             text = "\n".join([prompts] if isinstance(prompts, str) else list(prompts or []))
         self.prompts = W.Textarea(value=text, rows=4, placeholder=t("prompts", lang),
-                                  description="prompts", layout=W.Layout(width="100%"))
+                                  description="prompts", layout=W.Layout(width="auto"))
         self.prompts.add_class("gs-sweep-prompts")
         self.repeats = W.BoundedIntText(value=int(repeats), min=1, max=10_000, description=t("repeats", lang),
                                         style={"description_width": "initial"}, layout=W.Layout(width="190px"))
@@ -192,7 +192,7 @@ class SweepBuilder(BackgroundRun, Panel):
                                  style={"description_width": "initial"}, layout=W.Layout(width="190px"))
         self.max_tokens.add_class("gs-sweep-max-tokens")
         self.store = W.Text(value=store or "", description=t("store", lang), placeholder="results/mi_sweep.parquet",
-                            style={"description_width": "initial"}, layout=W.Layout(width="100%"))
+                            style={"description_width": "initial"}, layout=W.Layout(width="auto"))
         self.base_panel = ParamsPanel(base.replace(max_tokens=None), lang=lang,
                                       exclude={*NOT_SWEEPABLE, "max_tokens"})
         base_box = W.Accordion([self.base_panel.widget], titles=(t("fixed", lang),), selected_index=None)
@@ -205,7 +205,7 @@ class SweepBuilder(BackgroundRun, Panel):
         self.stop_button = W.Button(description=t("stop", lang), button_style="danger", icon="stop", disabled=True)
         self.stop_button.add_class("gs-sweep-stop")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="0 / 0",
-                                      style={"description_width": "initial"}, layout=W.Layout(width="100%"))
+                                      style={"description_width": "initial"}, layout=W.Layout(width="auto"))
         self.progress.add_class("gs-sweep-progress")
         self.status = W.HTML("")
         self.status.add_class("gs-sweep-status")
@@ -215,24 +215,28 @@ class SweepBuilder(BackgroundRun, Panel):
         self.row_detail = W.HTML("")
         self.row_detail.add_class("gs-sweep-row-detail")
         self.table.observe(self._on_select, "selected_rows")
-        self.y = W.Dropdown(description=t("metric", lang), options=[], layout=W.Layout(width="auto"))
-        self.x = W.Dropdown(description=t("x", lang), options=[], layout=W.Layout(width="auto"))
-        self.hue = W.Dropdown(description=t("hue", lang), options=[], layout=W.Layout(width="auto"))
+        self.y = W.Dropdown(description=t("metric", lang), options=[], layout=W.Layout(width="auto"),
+                        style={"description_width": "initial"})
+        self.x = W.Dropdown(description=t("x", lang), options=[], layout=W.Layout(width="auto"),
+                        style={"description_width": "initial"})
+        self.hue = W.Dropdown(description=t("hue", lang), options=[], layout=W.Layout(width="auto"),
+                        style={"description_width": "initial"})
         self.kind = W.Dropdown(description=t("kind", lang),
                                options=[(k[0] if es else k[1], k[2]) for k in _PLOT_KINDS], value="line",
-                               layout=W.Layout(width="auto"))
+                               layout=W.Layout(width="auto"), style={"description_width": "initial"})
         self.plot_image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
+        self.plot_image.layout.display = "none"  # an Image without data is a broken-image icon
         self.plot_message = W.HTML("")
-        wrap = W.Layout(flex_flow="row wrap", width="100%")
+        wrap = W.Layout(flex_flow="row wrap", width="auto")
         self.results = W.VBox([self.table, self.row_detail, W.HBox([self.y, self.x, self.hue, self.kind], layout=wrap),
-                               self.plot_message, self.plot_image], layout=W.Layout(width="100%"))
+                               self.plot_message, self.plot_image], layout=W.Layout(width="auto"))
         self.results.layout.display = "none"  # nothing to show before the first result
         self.widget = W.VBox([
             css_widget(),
             W.HBox([self.vary, self.values_box], layout=wrap), self.prompt_set, self.prompts,
             W.HBox([self.repeats, self.max_tokens], layout=wrap), base_box, self.store, self.count, self.message,
             W.HBox([self.run_button, self.stop_button]), self.progress, self.status, self.placeholder,
-            self.results], layout=W.Layout(width="100%"))
+            self.results], layout=W.Layout(width="auto"))
         self.widget.add_class("gs-sweep-builder")
         self.widget.add_class("gs-panel-root")
 
@@ -371,15 +375,16 @@ class SweepBuilder(BackgroundRun, Panel):
                 elapsed = time.perf_counter() - self._run_t0
                 if interrupted:
                     said = error_html(f"{t('stopped', self.lang)}: {len(df)} / {len(sp.cells)}")
-                self.status.value = esc(msg_ui("finished", self.lang, n=len(df), s=elapsed))
                 self._measure(df, elapsed)
                 if len(df):
                     self._show(df)
                 self.value = df
+                self.status.value = esc(msg_ui("finished", self.lang, n=len(df), s=elapsed))  # once all is shown
             finally:
                 self.run_button.disabled = False
                 self.stop_button.disabled = True
                 self._update()
+                self.run_button.disabled = self._error is not None  # this thread is ending: not "running"
                 if said:
                     self.message.value = said
 
@@ -413,8 +418,7 @@ class SweepBuilder(BackgroundRun, Panel):
         if "completion_tokens" not in df.columns or elapsed <= 0:
             return
         for b in self.backends:
-            rows = df[(df["backend"] == getattr(b, "name", "")) & (df["model"] == getattr(b, "model", ""))] \
-                if "model" in df.columns else df
+            rows = df if len(self.backends) == 1 else df[df["backend"] == getattr(b, "name", "")]
             tokens = pd.to_numeric(rows["completion_tokens"], errors="coerce").sum()
             if tokens > 0:
                 _SPEED[_speed_key(b)] = float(tokens) / elapsed
@@ -426,7 +430,7 @@ class SweepBuilder(BackgroundRun, Panel):
             if name not in self.value_inputs:
                 w = W.Text(value=self._texts.get(name, _suggest(spec)), description=name, continuous_update=True,
                            tooltip=spec.help(self.lang), placeholder="0, 0.5, 1",
-                           style={"description_width": "initial"}, layout=W.Layout(width="100%", max_width="480px"))
+                           style={"description_width": "initial"}, layout=W.Layout(width="auto", max_width="480px"))
                 w.add_class(f"gs-sweep-values-{name}")
                 w.observe(self._on_text(name), "value")
                 self.value_inputs[name] = w
@@ -566,6 +570,7 @@ class SweepBuilder(BackgroundRun, Panel):
             return
         self.plot_message.value = ""
         self.plot_image.value = figure_png(fig)
+        self.plot_image.layout.display = ""
 
 
 def _new_table() -> W.Widget:
@@ -573,6 +578,7 @@ def _new_table() -> W.Widget:
     from itables.widget import ITable
 
     table = ITable(df=pd.DataFrame({"": []}), classes="display compact nowrap", select={"style": "single"},
-                   language=_DT_ES, pageLength=10, lengthMenu=[10, 25, 100])
-    table.layout.width = "100%"  # the widget's box (DataTables' own `layout` option is something else)
+                   language=_DT_ES, pageLength=10, lengthMenu=[10, 25, 100],
+                   scrollX=True)  # a wide result scrolls inside the table, the panel stays its width
+    table.layout.width = "auto"  # the widget's box (DataTables' own `layout` option is something else)
     return table
