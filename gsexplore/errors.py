@@ -25,10 +25,14 @@ class GSExploreError(Exception):
 class ParamsError(GSExploreError, ValueError):
     """A parameter value, or a combination of them, is not allowed."""
 
-    def __init__(self, message: str, *, field: str | None = None, value: Any = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None,
+                 key: str | None = None, **ctx: Any) -> None:
         super().__init__(message)
         self.field = field
         self.value = value
+        #: which message this is (the panels' catalogue translates it) and what fills it in
+        self.key = key
+        self.ctx = ctx
 
 
 class UnsupportedParam(GSExploreError):

@@ -439,6 +439,28 @@ def _allowed(name: str) -> str:
     return " ".join(parts)
 
 
+#: pydantic error types that mean "outside the range" (the others mean "not of this type")
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value the way the user wrote it: text as is (no repr, no doubled backslashes), the rest as JSON."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, float):
+        text = f"{value:g}" if value == value and abs(value) != float("inf") else str(value)
+    elif isinstance(value, int):
+        text = str(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _params_error(exc: ValidationError, data: dict[str, Any]) -> ParamsError:
     err = exc.errors()[0]
     loc = [str(x) for x in err.get("loc", ())]
@@ -448,7 +470,8 @@ def _params_error(exc: ValidationError, data: dict[str, Any]) -> ParamsError:
 
         close = get_close_matches(field or "", Params.names(), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return ParamsError(f"unknown parameter {field!r}{hint}", field=field, value=data.get(field or ""))
+        return ParamsError(f"unknown parameter {field!r}{hint}", field=field, value=data.get(field or ""),
+                           key="unknown", close=close[0] if close else None)
     if err["type"] == "value_error" and not field:
         # raised by _check_combinations: its ParamsError is the cause
         cause = err.get("ctx", {}).get("error")
@@ -457,34 +480,38 @@ def _params_error(exc: ValidationError, data: dict[str, Any]) -> ParamsError:
         return ParamsError(err["msg"].removeprefix("Value error, "))
     value = data.get(field) if field else None
     msg = err["msg"].removeprefix("Value error, ")
-    return ParamsError(f"{field}={value!r} is not allowed: {msg} (allowed: {_allowed(field)})",
-                       field=field, value=value)
+    key = "range" if err["type"] in _RANGE_ERRORS else "type"
+    return ParamsError(f"{field}={shown(value)} is not allowed: {msg} (allowed: {_allowed(field)})",
+                       field=field, value=value, key=key, typed=shown(value))
 
 
-def _fail(field: str, value: Any, why: str) -> None:
-    raise ParamsError(f"{field}={value!r} is not allowed: {why}", field=field, value=value)
+def _fail(field: str, value: Any, why: str, key: str | None = None, show: bool = True, **ctx: Any) -> None:
+    head = f"{field}={shown(value)}" if show else field
+    raise ParamsError(f"{head} is not allowed: {why}", field=field, value=value, key=key,
+                      typed=shown(value), **ctx)
 
 
 def _check_combinations(p: Params) -> None:
     if p.max_tokens is not None and p.min_tokens is not None and p.min_tokens > p.max_tokens:
-        _fail("min_tokens", p.min_tokens, f"must be <= max_tokens ({p.max_tokens})")
+        _fail("min_tokens", p.min_tokens, f"must be <= max_tokens ({p.max_tokens})", "min_gt_max",
+              max_tokens=p.max_tokens)
     if p.top_logprobs and not p.logprobs:
-        _fail("top_logprobs", p.top_logprobs, "needs logprobs=True")
+        _fail("top_logprobs", p.top_logprobs, "needs logprobs=True", "needs_logprobs")
     if p.prompt_logprobs is not None and p.stream:
-        _fail("prompt_logprobs", p.prompt_logprobs, "cannot be combined with stream=True")
+        _fail("prompt_logprobs", p.prompt_logprobs, "cannot be combined with stream=True", "no_stream")
     if p.allowed_token_ids is not None and len(p.allowed_token_ids) == 0:
-        _fail("allowed_token_ids", [], "must not be empty")
+        _fail("allowed_token_ids", [], "must not be empty", "empty_ids")
     for name in ("allowed_token_ids", "stop_token_ids"):
         ids = getattr(p, name) or []
         if any(i < 0 for i in ids):
-            _fail(name, ids, "token ids must be >= 0")
+            _fail(name, ids, "token ids must be >= 0", "negative_ids")
     if isinstance(p.stop, list) and any(s == "" for s in p.stop) or p.stop == "":
-        _fail("stop", p.stop, "stop strings must not be empty")
+        _fail("stop", p.stop, "stop strings must not be empty", "empty_stop")
     if p.continue_final_message and p.add_generation_prompt is not False:
         # vLLM refuses both at once, and its add_generation_prompt defaults to True
-        _fail("continue_final_message", True, "needs add_generation_prompt=False (vLLM refuses both)")
+        _fail("continue_final_message", True, "needs add_generation_prompt=False (vLLM refuses both)", "continue")
     if p.use_beam_search and p.stream:
-        _fail("use_beam_search", True, "cannot be combined with stream=True")
+        _fail("use_beam_search", True, "cannot be combined with stream=True", "no_stream")
     _check_guided(p)
     _check_tools(p)
 
@@ -526,54 +553,59 @@ def _check_guided(p: Params) -> None:
     if rf is not None:
         rtype = rf.get("type")
         if rtype not in ("text", "json_object", "json_schema"):
-            _fail("response_format", rf, "type must be 'text', 'json_object' or 'json_schema'")
+            _fail("response_format", rf, "type must be 'text', 'json_object' or 'json_schema'", "rf_type")
         if rtype == "json_schema":
             js = rf.get("json_schema")
             if not isinstance(js, dict) or "schema" not in js and "json_schema" not in js:
-                _fail("response_format", rf, "json_schema needs {'name': ..., 'schema': {...}}")
+                _fail("response_format", rf, "json_schema needs {'name': ..., 'schema': {...}}", "rf_schema",
+                      show=False)
             _check_schema("response_format", js.get("schema", js.get("json_schema")))
         if rtype in ("json_object", "json_schema"):
             active.append("response_format")
     if len(active) > 1:
         _fail(active[1], getattr(p, active[1]),
-              f"only one guided constraint at a time; {' and '.join(active)} are both set")
+              f"only one guided constraint at a time; {' and '.join(active)} are both set", "one_guided",
+              show=False, others=list(active))
     if p.guided_json is not None:
         schema = p.guided_json
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
             except json.JSONDecodeError as e:
-                _fail("guided_json", p.guided_json, f"not valid JSON: {e}")
+                _fail("guided_json", p.guided_json, f"not valid JSON: {e}", "json_invalid", show=False,
+                      line=e.lineno, col=e.colno)
         _check_schema("guided_json", schema)
     if p.guided_regex is not None:
-        try:
-            re.compile(p.guided_regex)
-        except re.error as e:
-            _fail("guided_regex", p.guided_regex, f"the regex does not compile: {e}")
+        _check_regex("guided_regex", p.guided_regex)
     if p.guided_choice is not None:
         if not p.guided_choice:
-            _fail("guided_choice", [], "needs at least one option")
+            _fail("guided_choice", [], "needs at least one option", "choice_empty")
         if any(not isinstance(c, str) or c == "" for c in p.guided_choice):
-            _fail("guided_choice", p.guided_choice, "options must be non-empty strings")
+            _fail("guided_choice", p.guided_choice, "options must be non-empty strings", "choice_bad")
     if p.guided_grammar is not None and not p.guided_grammar.strip():
-        _fail("guided_grammar", p.guided_grammar, "the grammar is empty")
+        _fail("guided_grammar", p.guided_grammar, "the grammar is empty", "grammar_empty", show=False)
     if p.guided_whitespace_pattern is not None:
-        try:
-            re.compile(p.guided_whitespace_pattern)
-        except re.error as e:
-            _fail("guided_whitespace_pattern", p.guided_whitespace_pattern, f"the regex does not compile: {e}")
+        _check_regex("guided_whitespace_pattern", p.guided_whitespace_pattern)
+
+
+def _check_regex(field: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        _fail(field, pattern, f"the regex does not compile: {e}", "regex", reason=e.msg, pos=e.pos)
 
 
 def _check_schema(field: str, schema: Any) -> None:
     import jsonschema
 
     if not isinstance(schema, dict):
-        _fail(field, schema, "a JSON schema must be an object")
+        _fail(field, schema, "a JSON schema must be an object", "schema_object", show=False)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
         where = "/".join(str(x) for x in e.path) or "(root)"
-        _fail(field, schema, f"invalid JSON schema at {where}: {e.message}")
+        _fail(field, schema, f"invalid JSON schema at {where}: {e.message}", "schema_invalid", show=False,
+              where=where, bad=shown(e.instance, 60))
 
 
 def schema_of(p: Params) -> dict[str, Any] | None:

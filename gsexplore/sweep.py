@@ -74,7 +74,7 @@ import pandas as pd
 from .backends.base import Backend
 from .completion import Completion
 from .errors import ParamsError, RateLimitError
-from .params import Params
+from .params import Params, shown
 from .prompts import Prompt, PromptsLike, load_prompts
 from .store import KEY, Store, frame, latest_attempts
 
@@ -218,12 +218,14 @@ def expand(
     out: list[tuple[Setting, Params]] = []
     seen: set[str] = set()
     bad: list[str] = []
+    bad_items: list[tuple[str, ParamsError]] = []
     for a, b, c in product(*parts):
         setting = {**a, **b, **c}
         try:
             p = base.replace(**setting)
         except ParamsError as exc:
             bad.append(f"  {_fmt_setting(setting)}: {exc}")
+            bad_items.append((_fmt_setting(setting), exc))
             continue
         key = p.cache_key()
         if key not in seen:
@@ -234,14 +236,15 @@ def expand(
         if on_invalid == "skip":
             warnings.warn(msg + "\n(skipped)", stacklevel=3)
         else:
-            raise ParamsError(msg, field="grid")
+            raise ParamsError(msg, field="grid", key="invalid_settings", n_bad=len(bad),
+                              n_total=len(bad) + len(out), items=bad_items)
     if not out:
-        raise ParamsError("no valid setting to run", field="grid")
+        raise ParamsError("no valid setting to run", field="grid", key="no_setting")
     return out
 
 
 def _fmt_setting(s: Setting) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in s.items()) or "(base)"
+    return ", ".join(f"{k}={shown(v)}" for k, v in s.items()) or "(base)"
 
 
 # --------------------------------------------------------------------------
@@ -838,7 +841,7 @@ def sweep(
         df.attrs.update(attrs)
         return df
     if progress:
-        print(sp.describe(), file=sys.stderr)
+        print(sp.describe())  # stdout: in a notebook it is an ordinary output, not the pink stderr box
     else:
         log.info(sp.describe())
     if st is not None:

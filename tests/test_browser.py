@@ -33,6 +33,8 @@ from gsexplore import lab as gslab
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "playground.ipynb"
 TOKENVIEW = ROOT / "tests" / "browser" / "tokenview.ipynb"
+PANELS = ROOT / "tests" / "browser" / "panels.ipynb"
+LAPTOP = {"width": 1280, "height": 800}  # a classroom laptop, JupyterLab's file browser open
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "browser_playground.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -129,13 +131,14 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         shutil.copy(NOTEBOOK, tmp_path / "work" / "playground.ipynb")
         shutil.copy(TOKENVIEW, tmp_path / "work" / "tokenview.ipynb")
+        shutil.copy(PANELS, tmp_path / "work" / "panels.ipynb")
         server.wait_ready()
         yield server
     finally:
         server.stop()
 
 
-def _in_chromium(lab: Lab, drive: object, name: str) -> None:
+def _in_chromium(lab: Lab, drive: object, name: str, viewport: dict[str, int] | None = None) -> None:
     chromium = shutil.which("chromium")
     assert chromium, ("Chromium is missing: `sudo apt-get install chromium` (make test does it); "
                       "this test never downloads a browser")
@@ -145,7 +148,7 @@ def _in_chromium(lab: Lab, drive: object, name: str) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page = browser.new_page(viewport=viewport or {"width": 1500, "height": 1900})
             page.set_default_timeout(60_000)
             try:
                 drive(page, lab, expect)  # type: ignore[operator]
@@ -264,3 +267,137 @@ def _drive(page: object, lab: Lab, expect: object) -> None:
     page.wait_for_timeout(300)
     playground.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- issue 14: panels at laptop size
+
+#: Every control inside a panel's box, and no row wider than itself (a row that scrolls sideways).
+_LAYOUT_JS = """(root) => {
+  const r = root.getBoundingClientRect();
+  const out = [];
+  const name = (el) => (el.className && el.className.baseVal === undefined ? String(el.className) : el.tagName)
+      .split(' ').filter(c => c.startsWith('gs-') || c.startsWith('widget-')).slice(0, 3).join('.') || el.tagName;
+  for (const el of root.querySelectorAll('input, select, textarea, button, .widget-slider, .gs-param-name, .widget-label')) {
+    const b = el.getBoundingClientRect();
+    if (b.width === 0 || b.height === 0) continue;  // hidden (a closed section, another tab)
+    if (b.left < r.left - 1 || b.right > r.right + 1) out.push(`outside: ${name(el)} [${Math.round(b.left)}, ${Math.round(b.right)}] of [${Math.round(r.left)}, ${Math.round(r.right)}]`);
+  }
+  for (const el of root.querySelectorAll('.gs-param-row, .widget-hbox, .widget-vbox, .widget-html-content')) {
+    if (el.getBoundingClientRect().width === 0) continue;
+    if (el.scrollWidth > el.clientWidth + 2 && getComputedStyle(el).overflowX !== 'visible')
+      out.push(`scrolls sideways: ${name(el)} ${el.scrollWidth} > ${el.clientWidth} (first child: ${el.firstElementChild ? name(el.firstElementChild) : '-'})`);
+  }
+  if (r.right > document.documentElement.clientWidth + 1) out.push(`panel wider than the window: ${r.right}`);
+  return out;
+}"""
+
+_ENGLISH = re.compile(r"is not allowed|Input should|invalid|does not compile|setting\(s\)|requests to run|"
+                      r"No constraint|Generating|Stopped by")
+
+
+def _assert_fits(panel: object, what: str) -> None:
+    panel.scroll_into_view_if_needed()
+    bad = panel.evaluate(_LAYOUT_JS)
+    assert not bad, f"{what} does not fit at 1280 px: {bad[:8]}"
+
+
+def test_panels_fit_a_laptop_refuse_bad_values_and_stop_fast(lab: Lab) -> None:
+    """1280x800 with the file browser open: every control inside its panel, no row scrolling sideways;
+    top_k 2.5 stays as typed with a Spanish message and is not sent; a sweep always has a token
+    limit and Stop ends it in under 2 s; screenshots of each panel go to test-artifacts/."""
+    _in_chromium(lab, _drive_panels, "panels", viewport=LAPTOP)
+
+
+def _drive_panels(page: object, lab: Lab, expect: object) -> None:
+    _run_all(page, lab, expect, "panels.ipynb")
+    browser_panel = page.locator("#filebrowser")
+    expect(browser_panel).to_be_visible(timeout=30_000)  # the file browser is open beside the notebook
+    pg = page.locator(".gs-playground")
+    guided = page.locator(".gs-guided-panel").nth(1)  # the first is in the Playground's Guiado tab
+    sb = page.locator(".gs-sweep-builder")
+    cmp = page.locator(".gs-compare-panel")
+    for w in (pg, guided, sb, cmp):
+        expect(w).to_be_visible(timeout=240_000)
+
+    # --- the Playground: fits, and clicking a number box scrolls nothing sideways
+    _assert_fits(pg, "Playground")
+    temp = pg.locator(".gs-param-temperature .gs-input-temperature input")
+    temp.click()
+    row = pg.locator(".gs-param-temperature")
+    assert row.evaluate("el => el.scrollLeft") == 0
+    name = pg.locator(".gs-param-temperature .gs-param-name")
+    assert name.inner_text().strip() == "temperature" and "Temperatura" in (name.get_attribute("title") or "")
+    pg.screenshot(path=str(ARTIFACTS / "panels_playground.png"))
+
+    # --- a rejected value: top_k 2.5 stays as typed, red, with its message in Spanish, not sent
+    pg.locator(".gs-set-top_k input").check()
+    topk = pg.locator(".gs-input-top_k input")
+    topk.fill("2.5")
+    topk.press("Enter")
+    message = pg.locator(".gs-message-top_k")
+    expect(message).to_contain_text("top_k: escribiste 2.5, pero tiene que ser un número entero ≥ -1.", timeout=30_000)
+    expect(topk).to_have_value("2.5")
+    assert "gs-invalid" in (pg.locator(".gs-input-top_k").get_attribute("class") or "")
+    pg.locator(".lm-TabBar-tab", has_text="Código").click()
+    assert '"top_k": 2' not in pg.locator(".gs-code-curl").inner_text()  # never a silent 2 (Run refuses meanwhile)
+    assert not _ENGLISH.search(pg.inner_text()), _ENGLISH.search(pg.inner_text())
+    pg.locator(".lm-TabBar-tab", has_text="Parámetros").click()
+    topk.fill("20")
+    topk.press("Enter")
+    expect(message).to_have_text("", timeout=30_000)
+    temp.fill("99")
+    temp.press("Enter")
+    expect(pg.locator(".gs-message-temperature")).to_contain_text("mayor que 2", timeout=30_000)
+    _assert_fits(pg, "Playground with messages")
+    pg.screenshot(path=str(ARTIFACTS / "panels_playground_rejected.png"))
+
+    # --- the GuidedPanel: a regex that does not compile, echoed as typed
+    _assert_fits(guided, "GuidedPanel")
+    regex = guided.locator(".gs-guided-regex input")
+    regex.fill(r"(\d{4}-\d{2")
+    expect(guided.locator(".gs-error")).to_contain_text(r"«(\d{4}-\d{2»", timeout=30_000)
+    assert "Sin restricción" not in guided.inner_text()
+    assert not _ENGLISH.search(guided.inner_text())
+    guided.screenshot(path=str(ARTIFACTS / "panels_guided.png"))
+
+    # --- the SweepBuilder: a token limit before anything runs, no plot, a table after
+    _assert_fits(sb, "SweepBuilder")
+    expect(sb.locator(".gs-sweep-max-tokens input")).to_have_value("64")
+    expect(sb.locator(".gs-sweep-count")).to_contain_text("× hasta 64 tokens")
+    assert sb.locator("img").count() == 0 or not sb.locator("img").first.is_visible()  # no broken image
+    assert sb.locator(".gs-error").count() == 0
+    mt = sb.locator(".gs-sweep-max-tokens input")
+    mt.fill("6")
+    mt.press("Enter")
+    expect(sb.locator(".gs-sweep-count")).to_contain_text("× hasta 6 tokens", timeout=30_000)
+    sb.locator("button.gs-sweep-run").click()
+    expect(sb.locator(".gs-sweep-status")).to_contain_text("Listo", timeout=180_000)
+    table = sb.locator(".gs-sweep-table table").first
+    expect(table).to_be_visible(timeout=30_000)
+    headers = table.locator("thead th").all_inner_texts()
+    assert "respuesta" in headers and "repetición" in headers, headers
+    table.locator("thead th", has_text="temperature").first.click()  # sortable
+    _assert_fits(sb, "SweepBuilder with results")
+    sb.screenshot(path=str(ARTIFACTS / "panels_sweep_done.png"))
+    # a long sweep, then Stop: the requests in flight end within a decode step
+    mt.fill("1500")
+    mt.press("Enter")
+    expect(sb.locator(".gs-sweep-count")).to_contain_text("× hasta 1,500 tokens", timeout=30_000)
+    sb.locator("button.gs-sweep-run").click()
+    expect(sb.locator("button.gs-sweep-stop")).to_be_enabled(timeout=30_000)
+    page.wait_for_timeout(2000)
+    sb.screenshot(path=str(ARTIFACTS / "panels_sweep_running.png"))
+    t0 = time.monotonic()
+    sb.locator("button.gs-sweep-stop").click()
+    expect(sb.locator("button.gs-sweep-run")).to_be_enabled(timeout=30_000)
+    took = time.monotonic() - t0
+    assert took < 2.0, f"Stop took {took:.1f} s"
+    expect(sb.locator(".gs-sweep-message")).to_contain_text("Detenido")
+
+    # --- Compare: sorted values, settings as people write them
+    _assert_fits(cmp, "Compare")
+    options = cmp.locator("select").nth(1).locator("option").all_inner_texts()
+    assert options == ["0", "0.7", "1.4"], options
+    expect(cmp.locator(".gs-compare")).to_contain_text("repetición 1")
+    cmp.screenshot(path=str(ARTIFACTS / "panels_compare.png"))
+    page.screenshot(path=str(ARTIFACTS / "panels_page.png"))

@@ -9,6 +9,7 @@ noise for output) and, where timing must be controlled, a slow in-process backen
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import time
 import warnings
@@ -117,11 +118,17 @@ def test_params_panel_is_generated_from_the_specs() -> None:
     for spec in Params.specs():
         c = panel.controls[spec.name]
         assert c.spec is spec
-        assert not c.set_box.value and c.input.disabled  # unset = server default, greyed out
+        assert not c.is_set
+        if spec.kind == "bool":  # one control: "not sent (the server's default)", yes, no
+            assert c.input.value == "unset" and [v for _, v in c.input.options] == ["unset", "true", "false"]
+            assert c.input.options[0][0].startswith("— (lo decide el servidor: ")  # a visible label, not blank
+            assert c.set_box not in all_widgets(c.row)
+        else:
+            assert c.input.disabled  # unset = server default, greyed out
         if spec.numeric and spec.ui_min is not None:
             assert (c.slider.min, c.slider.max, c.slider.step) == (spec.ui_min, spec.ui_max, spec.step)
-        if spec.server_default is not None and spec.kind in ("float", "int", "bool"):
-            assert c.input.value == spec.server_default
+        if spec.server_default is not None and spec.numeric:
+            assert float(c.input.value) == spec.server_default  # the number box shows the default as text
     assert panel.params == Params()
     assert len(panel.accordion.children) == len(GROUPS)
     assert panel.accordion.titles == ("Muestreo", "Salida y parada", "Decodificación guiada", "Avanzado")
@@ -148,26 +155,26 @@ def test_params_panel_set_values_and_observe() -> None:
     c.set_box.value = True                     # tick: the server default is now sent
     assert panel.params == Params(temperature=0.7, top_k=-1)
     c.slider.value = 20                        # slider drives the text box
-    assert c.text.value == 20 and panel.params.top_k == 20
-    c.text.value = 500                         # beyond the slider: the text box holds it
+    assert c.text.value == "20" and panel.params.top_k == 20
+    c.text.value = "500"                       # beyond the slider: the text box holds it
     assert panel.params.top_k == 500 and c.slider.value == c.slider.max
     panel.controls["temperature"].set_box.value = False   # untick: not sent
     assert panel.params == Params(top_k=500)
     assert panel.controls["temperature"].input.disabled
-    assert panel.controls["temperature"].input.value == Params.spec("temperature").server_default
+    assert float(panel.controls["temperature"].input.value) == Params.spec("temperature").server_default
     assert changes[-1] == Params(top_k=500) and len(changes) == 4 and names == ["value"] * 4
     # typing into an unset parameter sets it
-    panel.controls["max_tokens"].text.value = 64
+    panel.controls["max_tokens"].text.value = "64"
     assert panel.controls["max_tokens"].set_box.value and panel.params.max_tokens == 64
 
 
 def test_params_panel_invalid_value_shows_error_and_keeps_last_valid() -> None:
     panel = panels.ParamsPanel(Params(top_p=0.9))
-    panel.controls["top_p"].text.value = 0
+    panel.controls["top_p"].text.value = "0"
     assert panel.params == Params(top_p=0.9)
     assert panel.error and "top_p" in panel.error
-    assert "color:#c62828" in panel.message.value and "top_p=0.0 is not allowed" in panel.message.value
-    panel.controls["top_p"].text.value = 0.5
+    assert "color:#c62828" in panel.message.value and "top_p: escribiste 0, pero tiene que ser" in panel.message.value
+    panel.controls["top_p"].text.value = "0.5"
     assert panel.error is None and panel.message.value == ""
     assert panel.params == Params(top_p=0.5)
     # cross-field rule: min_tokens > max_tokens
@@ -179,7 +186,8 @@ def test_params_panel_invalid_value_shows_error_and_keeps_last_valid() -> None:
 def test_params_panel_json_and_list_kinds() -> None:
     panel = panels.ParamsPanel()
     panel.controls["logit_bias"].input.value = '{"12": 3'
-    assert "invalid JSON" in panel.error and panel.params == Params()
+    assert "el JSON no se puede leer" in panel.error and panel.params == Params()
+    assert "logit_bias" in panel.controls["logit_bias"].message.value  # said next to the field, not far below
     panel.controls["logit_bias"].input.value = '{"12": 3}'
     assert panel.params.logit_bias == {12: 3.0}
     panel.controls["stop"].input.value = '["fin", "\\n"]'
@@ -192,8 +200,10 @@ def test_params_panel_json_and_list_kinds() -> None:
     assert panel.params.allowed_token_ids == [1, 2, 3]
     panel.controls["chat_template_kwargs"].input.value = '{"enable_thinking": false}'
     assert panel.params.enable_thinking is False
-    panel.controls["ignore_eos"].input.value = True
+    panel.controls["ignore_eos"].input.value = "true"
     assert panel.params.ignore_eos is True
+    panel.controls["ignore_eos"].input.value = "unset"
+    assert panel.params.ignore_eos is None
 
 
 def test_params_panel_set_loads_and_round_trips() -> None:
@@ -225,16 +235,16 @@ def test_guided_panel_kinds_validation_and_update() -> None:
     assert "guided_choice" in g.active.value
     g.kind.value = "guided_regex"
     g.regex.value = "(a"
-    assert "does not compile" in g.error and g.params.guided_choice == ["sí", "no"]  # last valid kept
+    assert "no compila" in g.error and g.params.guided_choice == ["sí", "no"]  # last valid kept
     g.regex.value = "[0-9]{3}"
     assert g.error is None and g.params == Params(guided_regex="[0-9]{3}")
     upd = g.params_update()
     assert upd["guided_choice"] is None and upd["guided_regex"] == "[0-9]{3}"
     g.kind.value = "guided_json"
     g.schema.value = '{"type": "object"'
-    assert "JSON inválido" in g.error
+    assert "el JSON no se puede leer" in g.error
     g.schema.value = '{"type": "objetc"}'
-    assert "invalid JSON schema" in g.error
+    assert "el esquema JSON no es válido" in g.error
     g.schema.value = '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}'
     assert g.error is None and g.params.guided_json["required"] == ["n"]
     g.try_text.value = '{"n": 3}'
@@ -409,12 +419,13 @@ def test_playground_params_errors_and_code() -> None:
     c = pg.run(wait=True)
     assert c.content == "sí" and "✔" in pg.stats.value and pg.history.loc[0, "guided_valid"]
     # invalid value: Run refuses, the button shows why
-    pg.params_panel.controls["top_p"].text.value = 0
+    pg.params_panel.controls["top_p"].text.value = "0"
     with pytest.raises(ParamsError):
         pg.run(wait=True)
     pg.run_button.click()
     assert "top_p" in pg.message.value and not pg.running
-    pg.params_panel.controls["top_p"].text.value = 0.9
+    assert "gs-stale-note" in pg.stale.value  # the answer shown is marked as not this request's
+    pg.params_panel.controls["top_p"].text.value = "0.9"
     assert pg.error is None
 
 
@@ -452,7 +463,7 @@ def test_sweep_values_parsing() -> None:
     assert parse_values(Params.spec("ignore_eos"), "true, no") == [True, False]
     assert parse_values(Params.spec("guided_choice"), '[["sí", "no"], ["a", "b"]]') == [["sí", "no"], ["a", "b"]]
     assert parse_values(Params.spec("stop"), "fin, FIN") == ["fin", "FIN"]
-    with pytest.raises(ParamsError, match="'x' is not a valid float"):
+    with pytest.raises(ParamsError, match="x is not a valid float"):
         parse_values(Params.spec("temperature"), "0, x")
     with pytest.raises(ParamsError, match="not a valid int"):
         parse_values(Params.spec("top_k"), "1.5")
@@ -462,6 +473,7 @@ def test_sweep_values_parsing() -> None:
 
 def test_sweep_builder_grid_and_count() -> None:
     sb = panels.SweepBuilder([SlowBackend(), SlowBackend()], base=Params(max_tokens=8), prompts=["a", "b", "c"])
+    assert sb.max_tokens.value == "8"
     opts = list(sb.vary.options)
     kinds = [Params.spec(n).kind for n in opts]
     assert kinds.index("bool") > max(i for i, k in enumerate(kinds) if k in ("float", "int"))  # numeric first
@@ -477,7 +489,7 @@ def test_sweep_builder_grid_and_count() -> None:
     sb.value_inputs["top_k"].value = "5, -7"
     assert "top_k" in sb.error and sb.run_button.disabled and "color:#c62828" in sb.message.value
     sb.value_inputs["top_k"].value = "5, x"
-    assert "not a valid int" in sb.error
+    assert sb.error == "top_k: escribiste x, pero tiene que ser un número entero ≥ -1."
     sb.vary.value = ("temperature",)
     assert sb.error is None and not sb.run_button.disabled and sb.request_count == 2 * 3 * 2 * 4
     sb.prompt_set.value = "capitales_es"
@@ -495,7 +507,7 @@ def test_sweep_builder_runs_a_tiny_sweep(tiny: Backend) -> None:
     assert isinstance(df, pd.DataFrame) and len(df) == 8 and df["error_type"].isna().all()
     assert sorted(df["temperature"].unique()) == [0.0, 1.0]
     assert sb.progress.value == 8 and sb.progress.bar_style == "success"
-    assert "gs-sweep-df" in sb.table.value and len(sb.plot_image.value) > 1000
+    assert len(sb.table.df) == 8 and len(sb.plot_image.value) > 1000
     assert sb.x.value == "temperature" and sb.y.value == "distinct_2"
     sb.y.value = "n_tokens"
     sb.kind.value = "box"
@@ -561,7 +573,7 @@ def test_next_token_explorer_remote_uses_top_logprobs() -> None:
     fake = SlowBackend(delay=0, top_logprobs=tops)
     nt = panels.NextTokenExplorer(fake, "El cielo es", lang="en")
     assert [tok for tok, _ in nt.survivors] == [tok for tok, _ in tops]
-    assert nt.sliders["repetition_penalty"].disabled and "20 most likely" in nt.widget.children[1].value
+    assert nt.sliders["repetition_penalty"].disabled and "20 most likely" in nt.widget.children[2].value
     nt.set(top_k=2)
     assert [tok for tok, _ in nt.survivors] == [" azul", " gris"]
     p = np.exp([-0.5, -1.5])
@@ -589,7 +601,7 @@ def test_compare_shows_the_chosen_cells() -> None:
     assert cmp.value == [[a.cell_id.iloc[0]], [b.cell_id.iloc[0]]]
     assert len(cmp.rows(0)) == 2 and len(cmp.rows(1)) == 2
     html = cmp.output.value
-    assert "palabra0 palabra1 palabra2" in html and "temperature=1.0" in html and "pienso" in html
+    assert "palabra0 palabra1 palabra2" in html and "temperature=1," in html and "pienso" in html
     assert html.count("<details>") == 4  # reasoning of 2 repeats x 2 cells, collapsible
     cmp.select(0, cell_id=b.cell_id.iloc[0])
     assert cmp.mode.value == "cell_id" and cmp.value[0] == [b.cell_id.iloc[0]]
@@ -607,3 +619,145 @@ def test_panels_display_as_their_widget(tiny: Backend) -> None:
         assert "application/vnd.jupyter.widget-view+json" in bundle
         assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
         assert type(panel).__name__ in repr(panel)
+
+
+# --------------------------------------------------------------------------- issue 14: no friction in class
+
+
+def test_params_panel_never_changes_a_value_silently() -> None:
+    panel = panels.ParamsPanel(Params(temperature=0.7, top_k=20, top_p=0.9))
+    for name, typed, expected in (
+            ("top_k", "2.5", "top_k: escribiste 2.5, pero tiene que ser un número entero ≥ -1."),
+            ("top_p", "5", "top_p: escribiste 5, pero tiene que ser un número > 0 y ≤ 1."),
+            ("temperature", "-3", "temperature: escribiste -3, pero tiene que ser un número ≥ 0.")):
+        c = panel.controls[name]
+        c.text.value = typed
+        assert c.text.value == typed                      # shown as typed, not rounded or clamped
+        assert panel.error == expected and html.escape(expected) in c.message.value  # said next to the field
+        assert "gs-invalid" in c.text._dom_classes        # the box turns red
+        assert panel.params == Params(temperature=0.7, top_k=20, top_p=0.9)  # and nothing else is sent
+        c.load(getattr(Params(temperature=0.7, top_k=20, top_p=0.9), name))
+        panel._recompute()
+        assert panel.error is None and "gs-invalid" not in c.text._dom_classes
+    # allowed but unusual: sent as typed, with a visible warning
+    panel.controls["temperature"].text.value = "99"
+    assert panel.params.temperature == 99 and panel.error is None
+    assert panel.warnings and "mayor que 2" in panel.controls["temperature"].message.value
+    panel.set_limits(vocab_size=1000, n_ctx=512)
+    panel.controls["top_k"].text.value = "5000"
+    panel.set_value("max_tokens", 4096)
+    assert "vocabulario" in panel.controls["top_k"].message.value
+    assert "contexto" in panel.controls["max_tokens"].message.value
+    assert panel.params.top_k == 5000 and panel.params.max_tokens == 4096
+
+
+def test_messages_are_spanish_in_vos_and_echo_what_was_typed() -> None:
+    from gsexplore.panels._util import explain
+
+    g = panels.GuidedPanel()
+    g.kind.value = "guided_regex"
+    g.regex.value = r"(\d{4}-\d{2"
+    assert r"«(\d{4}-\d{2}»" not in g.error and r"«(\d{4}-\d{2»" in g.error  # as typed: no doubled backslashes
+    assert "\\\\" not in g.message.value and "falta cerrar un paréntesis" in g.error
+    g.kind.value = "guided_json"
+    g.schema.value = '{"type": "objetc", "properties": {"a": {"type": "string"}}}'
+    assert "{'type'" not in g.error and '"properties"' not in g.error  # no dict dumped
+    assert "Sin restricción" not in g.active.value and "Sin restricción" not in g.try_result.value
+    # the sweep planner's summary of bad settings, in Spanish, each named
+    with pytest.raises(ParamsError) as info:
+        gs.sweep(SlowBackend(delay=0), ["a"], grid={"top_p": [0.5, 5]}, dry_run=True)
+    text = explain(info.value)
+    assert text.startswith("1 de 2 combinaciones no son válidas") and "top_p: escribiste 5" in text
+    english = ("is not allowed", "Input should", "invalid", "does not compile", "setting(s)")
+    assert not any(w in text for w in english)
+    sb = panels.SweepBuilder(SlowBackend(delay=0), prompts=["a"])
+    sb.set_values("top_p", "0.5, 5")
+    assert sb.error.startswith("1 de 2 combinaciones") and "color:#c62828" in sb.message.value
+
+
+def test_guided_panel_says_no_constraint_once() -> None:
+    g = panels.GuidedPanel()
+    shown = " ".join(w.value for w in all_widgets(g.widget) if isinstance(getattr(w, "value", None), str))
+    assert shown.count("Sin restricción") == 1
+    g.kind.value = "guided_json"
+    g.schema.value = "{"
+    assert g.error and g.active.value == ""  # no "no constraint" under an invalid schema
+
+
+def test_sweep_builder_always_has_a_token_limit_and_shows_no_plot_before_data(capsys: Any) -> None:
+    sb = panels.SweepBuilder(SlowBackend(delay=0), prompts=["a", "b"])
+    assert sb.max_tokens.value == "64" and sb.base.max_tokens == 64  # visible default
+    assert "2 peticiones × hasta 64 tokens = hasta 128 tokens" in sb.count.value
+    assert sb.results.layout.display == "none" and sb.plot_image.value == b""  # no broken image, no error
+    assert "gs-error" not in sb.message.value
+    sb.max_tokens.value = ""
+    assert sb.error.startswith("max_tokens: un barrido necesita") and sb.run_button.disabled
+    with pytest.raises(ParamsError):
+        sb.run(wait=True)
+    sb.max_tokens.value = "8"
+    df = sb.run(wait=True)
+    assert (df["max_tokens"] == 8).all()
+    assert not sb.run_button.disabled and sb.stop_button.disabled  # ready for the next run
+    assert sb.results.layout.display == "" and sb.placeholder.layout.display == "none"
+    labels = [label for label, _ in sb.y.options]
+    assert len(labels) == len(set(labels))  # one "tokens generados"
+    headers = list(sb.table.df.columns)
+    assert "respuesta" in headers and "repetición" in headers and "content" not in headers
+    assert sorted(sb.table.df["repetición"]) == [1, 1]
+    assert "tokens/s" in sb.count.value and "tiempo estimado" in sb.count.value  # measured now
+    sb.table.selected_rows = [0]
+    assert "palabra0" in sb.row_detail.value  # the full text on demand
+    err = capsys.readouterr().err
+    assert "sweep" not in err and "requests" not in err  # nothing on stderr
+
+
+def test_sweep_builder_stop_is_fast_on_the_tiny_model(tiny: Backend) -> None:
+    sb = panels.SweepBuilder(tiny, base=Params(chat_template_kwargs=NO_THINK, ignore_eos=True), prompts=["Hola"])
+    sb.max_tokens.value = "1500"
+    sb.set_values("seed", list(range(6)))
+    sb.run()
+    time.sleep(1.5)  # requests are in the engine, decoding
+    assert sb.running
+    t0 = time.perf_counter()
+    sb.stop_button.click()
+    sb.wait(30)
+    took = time.perf_counter() - t0
+    assert not sb.running and took < 2.0, took
+    assert "Detenido" in sb.message.value and sb.progress.bar_style == "warning"
+
+
+def test_compare_keeps_choices_and_writes_settings_as_people_do() -> None:
+    from gsexplore.sweep import sweep
+
+    df = sweep(SlowBackend(delay=0, words=3), ["uno"], grid={"temperature": [0.7, 0.0, 1.4], "top_k": [3, 40]},
+               repeats=3, progress=False)
+    cmp = panels.Compare(df)
+    temps = [label for label, _ in cmp.slots[0]["temperature"].options]
+    assert temps == ["0", "0.7", "1.4"]                                 # sorted
+    cmp.select(0, temperature=1.4, top_k=3)
+    chosen = cmp.value[0]
+    cmp.mode.value = "cell_id"
+    assert cmp.value[0] == chosen                                        # kept across modes
+    label = dict((v, k) for k, v in cmp.slots[0]["cell_id"].options)[chosen[0]]
+    assert label == "temperature=1.4, top_k=3" and '"' not in label     # no hash, no quoted numbers
+    cmp.mode.value = "values"
+    assert cmp.value[0] == chosen
+    html = cmp.output.value
+    assert html.index("repetición 1") < html.index("repetición 2") < html.index("repetición 3")
+    assert "#0" not in html
+
+
+def test_backend_form_matches_the_backend_and_explorer_says_empty_prompt(tiny: Backend) -> None:
+    bp = panels.BackendPanel(tiny)
+    assert bp.n_gpu_layers.value == tiny.n_gpu_layers and bp.n_ctx.value == tiny.n_ctx
+    nt = panels.NextTokenExplorer(tiny, "El cielo es", top_n=5)
+    nt.prompt.value = "   "
+    assert "Escribí un prompt primero." in nt.message.value
+
+
+def test_playground_history_fits_its_tab() -> None:
+    pg = panels.Playground(SlowBackend(words=3, delay=0), Params(max_tokens=3), user="Hola")
+    pg.run(wait=True)
+    assert pg.history_table.value.startswith('<div class="gs-table-wrap">')
+    assert "motivo de fin" in pg.history_table.value and "finish_reason</th>" not in pg.history_table.value
+    assert pg.tabs.titles == ("Parámetros", "Guiado", "Código", "Historial")

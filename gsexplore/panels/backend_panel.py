@@ -16,7 +16,7 @@ import ipywidgets as W
 import traitlets
 
 from ..backends.base import Backend
-from ._util import Panel, error_html, esc, start_thread, t
+from ._util import Panel, error_html, esc, explain, start_thread, t
 
 __all__ = ["BackendPanel"]
 
@@ -69,10 +69,10 @@ class BackendPanel(Panel):
         self.repo = W.Text(placeholder="Qwen/Qwen3-1.7B-GGUF", description="repo", layout=W.Layout(width="100%"))
         self.filename = W.Text(placeholder="*Q8_0.gguf", description="archivo" if es else "file",
                                layout=W.Layout(width="100%"))
-        self.n_gpu_layers = W.IntText(value=0, description="n_gpu_layers", style={"description_width": "initial"},
+        self.n_gpu_layers = W.IntText(value=_backend_attr(backend, "n_gpu_layers", -1), description="n_gpu_layers", style={"description_width": "initial"},
                                       tooltip=("Capas en la GPU: 0 = solo CPU, -1 = todas."
                                                if es else "Layers on the GPU: 0 = CPU only, -1 = all."))
-        self.n_ctx = W.IntText(value=4096, description="n_ctx", style={"description_width": "initial"},
+        self.n_ctx = W.IntText(value=_backend_attr(backend, "n_ctx", 4096), description="n_ctx", style={"description_width": "initial"},
                                tooltip="Contexto en tokens (prompt + respuesta)." if es
                                else "Context length in tokens (prompt + answer).")
         self.local_extra = W.Stack([W.VBox([]), W.VBox([]), W.VBox([self.path]),
@@ -85,6 +85,7 @@ class BackendPanel(Panel):
         self.info = W.HTML("")
         self.widget = W.VBox([self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.info])
         self.widget.add_class("gs-backend-panel")
+        self.widget.add_class("gs-panel-root")
 
         self.mode.observe(self._on_mode, "value")
         self.source.observe(lambda c: setattr(self.local_extra, "selected_index", list(_SOURCES).index(c["new"])),
@@ -111,7 +112,7 @@ class BackendPanel(Panel):
                 result.append(self._create(key))
             except Exception as e:  # shown in the panel; connect(wait=True) re-raises it
                 self.last_error = e
-                self.status.value = error_html(f"{type(e).__name__}: {e}")
+                self.status.value = error_html(f"{type(e).__name__}: {explain(e, self.lang)}")
             else:
                 self.last_error = None
                 self.status.value = '<span style="color:#2e7d32">✔</span>'
@@ -180,13 +181,20 @@ class BackendPanel(Panel):
             info = {"backend": getattr(b, "name", "?"), "info_error": str(e)}
         rows = "".join(f"<tr><td style='padding-right:1em'><b>{esc(str(k))}</b></td>"
                        f"<td><code>{esc(_fmt(v))}</code></td></tr>" for k, v in info.items())
-        self.info.value = f'<table class="gs-backend-info" style="font-size:smaller">{rows}</table>'
+        self.info.value = (f'<div class="gs-table-wrap"><table class="gs-backend-info" style="font-size:smaller">'
+                           f'{rows}</table></div>')
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, ensure_ascii=False, default=str)
     return str(v)
+
+
+def _backend_attr(b: Backend | None, name: str, default: int) -> int:
+    """What the connected backend was loaded with, so the form and the info table agree."""
+    v = getattr(b, name, None) if b is not None and getattr(b, "name", "") == "local" else None
+    return int(v) if isinstance(v, int) else default
 
 
 def _is_remote(b: Backend | None) -> bool:

@@ -8,15 +8,17 @@ varied (backend, prompt, each varied parameter), or a cell_id dropdown.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
+import numpy as np
 import pandas as pd
 import traitlets
 
 from ..errors import ParamsError
-from ._util import Panel, esc, t
+from ._util import Panel, css_widget, esc, t
 
 __all__ = ["Compare"]
 
@@ -30,10 +32,26 @@ def _key_columns(df: pd.DataFrame) -> list[str]:
     return keys + [c for c in varied_params(df) if c not in keys]
 
 
-def _label(v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "(sin fijar)"
+def _label(v: Any, lang: str = "es") -> str:
+    """A setting as people write it: 0.7, 3, sí/no, the text itself; never a quoted number."""
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        return t("unset_value", lang)
+    if isinstance(v, (bool, np.bool_)):
+        return t("yes" if v else "no", lang)
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        return f"{float(v):g}"
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+
+
+def _sort_key(v: Any) -> tuple:
+    """Numbers in numeric order, then texts, unset last."""
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        return (2, 0, "")
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+        return (0, float(v), "")
+    return (1, 0, str(v))
 
 
 class Compare(Panel):
@@ -53,24 +71,24 @@ class Compare(Panel):
             self.df["cell_id"] = self.df.groupby(list(by or _key_columns(self.df)) or ["content"],
                                                  dropna=False, sort=False).ngroup().astype(str)
         self.keys = list(by) if by is not None else _key_columns(self.df)
-        self.mode = W.ToggleButtons(options=[("por valores" if lang == "es" else "by values", "values"),
-                                             ("cell_id", "cell_id")], value="values")
+        self.mode = W.ToggleButtons(options=[(t("by_values", lang), "values"), (t("by_cell", lang), "cell_id")],
+                                    value="values")
         self.slots: list[dict[str, W.Dropdown]] = []
         columns = []
         cells = list(dict.fromkeys(self.df["cell_id"]))
         for i in range(n):
             dds: dict[str, W.Dropdown] = {}
             for k in self.keys:
-                values = list(dict.fromkeys(self.df[k].tolist()))
-                opts = [(_label(v)[:60], j) for j, v in enumerate(values)]
+                values = sorted(dict.fromkeys(self.df[k].tolist()), key=_sort_key)
+                opts = [(_label(v, lang)[:60], j) for j, v in enumerate(values)]
                 dd = W.Dropdown(options=opts, value=min(i, len(opts) - 1) if k == self.keys[-1] else 0,
-                                description=k, style={"description_width": "120px"}, layout=W.Layout(width="100%"))
+                                description=k, style={"description_width": "120px"}, layout=W.Layout(width="auto"))
                 dd._gs_values = values  # index -> value, so any value type works as an option
                 dd.observe(self._update, "value")
                 dds[k] = dd
             cid = W.Dropdown(options=[(self._cell_label(c), c) for c in cells],
                              value=cells[min(i, len(cells) - 1)], description="cell_id",
-                             style={"description_width": "120px"}, layout=W.Layout(width="100%"))
+                             style={"description_width": "120px"}, layout=W.Layout(width="auto"))
             cid.observe(self._update, "value")
             dds["cell_id"] = cid
             self.slots.append(dds)
@@ -79,7 +97,9 @@ class Compare(Panel):
         self.pickers = W.HBox(columns, layout=W.Layout(flex_flow="row wrap"))
         self.output = W.HTML("")
         self.output.add_class("gs-compare")
-        self.widget = W.VBox([self.mode, self.pickers, self.output])
+        self.widget = W.VBox([css_widget(), self.mode, self.pickers, self.output], layout=W.Layout(width="auto"))
+        self.widget.add_class("gs-compare-panel")
+        self.widget.add_class("gs-panel-root")
         self.mode.observe(self._on_mode, "value")
         self._on_mode({"new": self.mode.value})
 
@@ -97,7 +117,7 @@ class Compare(Panel):
             vals = dds[k]._gs_values
             match = [j for j, x in enumerate(vals) if x == v or _label(x) == _label(v)]
             if not match:
-                raise KeyError(f"{k}={v!r} is not in the sweep; values: {[_label(x) for x in vals]}")
+                raise KeyError(f"{k}={_label(v)} is not in the sweep; values: {', '.join(_label(x) for x in vals)}")
             dds[k].value = match[0]
 
     def rows(self, slot: int) -> pd.DataFrame:
@@ -110,26 +130,55 @@ class Compare(Panel):
     # --- internals -------------------------------------------------------------------------------
     def _cell_label(self, cid: str) -> str:
         row = self.df.loc[self.df["cell_id"] == cid].iloc[0]
-        parts = [f"{k}={_label(row[k])}" for k in self.keys]
-        return (cid + (": " + ", ".join(parts) if parts else ""))[:90]
+        parts = [f"{k}={_label(row[k], self.lang)}" for k in self.keys]
+        return (", ".join(parts) if parts else cid)[:90]  # the settings people chose, not a hash
 
     def _rows(self, dds: dict[str, W.Dropdown]) -> pd.DataFrame:
         df = self.df
         if self.mode.value == "cell_id":
-            return df[df["cell_id"] == dds["cell_id"].value]
+            return self._by_repeat(df[df["cell_id"] == dds["cell_id"].value])
+        return self._by_repeat(self._rows_values(dds))
+
+    @staticmethod
+    def _by_repeat(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.sort_values("repeat", kind="stable") if "repeat" in rows.columns else rows
+
+    def _on_mode(self, change: dict[str, Any]) -> None:
+        by_id = change["new"] == "cell_id"
+        old = change.get("old")
+        if old is not None and old != change["new"]:
+            self._carry_over(by_id)
+        for dds in self.slots:
+            for k, dd in dds.items():
+                dd.layout.display = ("" if by_id else "none") if k == "cell_id" else ("none" if by_id else "")
+        self._update()
+
+    def _carry_over(self, to_cell: bool) -> None:
+        """Keep each column's choice when the mode changes: same cell, other way of choosing it."""
+        for dds in self.slots:
+            if to_cell:
+                rows = self._rows_values(dds)
+                if len(rows):
+                    dds["cell_id"].value = rows["cell_id"].iloc[0]
+            else:
+                row = self.df.loc[self.df["cell_id"] == dds["cell_id"].value]
+                if not len(row):
+                    continue
+                first = row.iloc[0]
+                for k in self.keys:
+                    vals = dds[k]._gs_values
+                    match = [j for j, x in enumerate(vals) if _label(x) == _label(first[k])]
+                    if match:
+                        dds[k].value = match[0]
+
+    def _rows_values(self, dds: dict[str, W.Dropdown]) -> pd.DataFrame:
+        df = self.df
         mask = pd.Series(True, index=df.index)
         for k in self.keys:
             v = dds[k]._gs_values[dds[k].value]
             col = df[k]
             mask &= col.isna() if v is None or (isinstance(v, float) and v != v) else (col == v)
         return df[mask]
-
-    def _on_mode(self, change: dict[str, Any]) -> None:
-        by_id = change["new"] == "cell_id"
-        for dds in self.slots:
-            for k, dd in dds.items():
-                dd.layout.display = ("" if by_id else "none") if k == "cell_id" else ("none" if by_id else "")
-        self._update()
 
     def _update(self, change: Any = None) -> None:
         es = self.lang == "es"
@@ -139,7 +188,7 @@ class Compare(Panel):
         for i, r in enumerate(chosen):
             if len(r):
                 first = r.iloc[0]
-                desc = ", ".join(f"{k}={_label(first[k])}" for k in self.keys) or str(first["cell_id"])
+                desc = ", ".join(f"{k}={_label(first[k], self.lang)}" for k in self.keys) or str(first["cell_id"])
             else:
                 desc = "—"
             head.append(f"<th style='text-align:left;vertical-align:top'>{esc(t('cell', self.lang))} "
@@ -157,8 +206,7 @@ class Compare(Panel):
                              + self._render(row) + "</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
         if not n:
-            body.append(f"<tr><td colspan='{len(chosen)}'><i>"
-                        + ("ninguna fila con esos valores" if es else "no row with those values") + "</i></td></tr>")
+            body.append(f"<tr><td colspan='{len(chosen)}'><i>" + esc(t("no_rows", self.lang)) + "</i></td></tr>")
         self.output.value = ("<table style='width:100%;table-layout:fixed;border-collapse:collapse'>"
                              "<tr>" + "".join(head) + "</tr>" + "".join(body) + "</table>")
 
@@ -166,8 +214,8 @@ class Compare(Panel):
         es = self.lang == "es"
         parts = []
         meta = []
-        if "repeat" in row.index:
-            meta.append(f"#{row['repeat']}")
+        if "repeat" in row.index and _present(row["repeat"]):
+            meta.append(f"{t('repeat', self.lang)} {int(row['repeat']) + 1}")  # 1..n, as people count
         for c in ("finish_reason", "completion_tokens", "seed"):
             if c in row.index and _present(row[c]):
                 meta.append(f"{c}: {row[c]}")
@@ -180,7 +228,7 @@ class Compare(Panel):
                          f"<div style='white-space:pre-wrap;color:#555'>{esc(str(reasoning))}</div></details>")
         content = row.get("content")
         if not _present(content) or content == "":
-            shown = "<i>" + ("(vacío)" if es else "(empty)") + "</i>"
+            shown = "<i>" + esc(t("empty", self.lang)) + "</i>"
         elif not str(content).strip():  # only spaces and newlines: make them visible
             shown = ("<i style='color:#888'>" + esc(json.dumps(str(content))[1:-1][:200]) + "</i>")
         else:

@@ -16,7 +16,7 @@ import traitlets
 from ..completion import Completion
 from ..errors import GSExploreError, ParamsError
 from ..params import GUIDED_KINDS, Params
-from ._util import Panel, data_files, error_html, esc, t
+from ._util import Panel, css_widget, data_files, error_html, esc, explain, t
 from .params_panel import ParamsPanel
 
 __all__ = ["GuidedPanel", "KINDS", "check_text"]
@@ -93,19 +93,19 @@ class GuidedPanel(Panel):
                                          description=t("example", lang))
         self.schema = W.Textarea(rows=10, continuous_update=True, tooltip=tip("guided_json"),
                                  placeholder='{"type": "object", "properties": {"nombre": {"type": "string"}}}',
-                                 layout=W.Layout(width="100%"))
+                                 layout=W.Layout(width="auto"))
         # regex
         self.regex = W.Text(continuous_update=True, tooltip=tip("guided_regex"),
-                            placeholder=r"(sí|no)\.", layout=W.Layout(width="100%"))
+                            placeholder=r"(sí|no)\.", layout=W.Layout(width="auto"))
         # choices
         self.choices = W.Textarea(rows=5, continuous_update=True, tooltip=tip("guided_choice"),
-                                  placeholder=t("choices_hint", lang), layout=W.Layout(width="100%"))
+                                  placeholder=t("choices_hint", lang), layout=W.Layout(width="auto"))
         # grammar
         self.grammar_files = data_files("grammars", "*.gbnf", "*.lark", "*.ebnf", "*.cfg", "*.txt")
         self.grammar_example = W.Dropdown(options=[("—", "")] + [(n, n) for n in self.grammar_files],
                                           description=t("example", lang))
         self.grammar = W.Textarea(rows=10, continuous_update=True, tooltip=tip("guided_grammar"),
-                                  placeholder='root ::= "sí" | "no"', layout=W.Layout(width="100%"))
+                                  placeholder='root ::= "sí" | "no"', layout=W.Layout(width="auto"))
         for w, name in ((self.schema, "json"), (self.regex, "regex"), (self.choices, "choice"),
                         (self.grammar, "grammar")):
             w.add_class(f"gs-guided-{name}")
@@ -113,9 +113,9 @@ class GuidedPanel(Panel):
         def help_html(name: str) -> W.HTML:
             return W.HTML(f'<span style="color:#555">{esc(tip(name))}</span>')
 
-        full = W.Layout(width="100%")
+        full = W.Layout(width="auto")
         self.editors = W.Stack([
-            W.HTML(f'<i style="color:#555">{esc(t("no_constraint", lang))}</i>'),
+            W.HTML(""),  # no constraint: the line below says so, once
             W.VBox([help_html("guided_json"), self.schema_example, self.schema], layout=full),
             W.VBox([help_html("guided_regex"), self.regex], layout=full),
             W.VBox([help_html("guided_choice"), self.choices], layout=full),
@@ -127,12 +127,14 @@ class GuidedPanel(Panel):
         self.active.add_class("gs-guided-active")
         self.message = W.HTML("")
         self.try_text = W.Text(description=t("try_text", lang), continuous_update=True,
-                               style={"description_width": "auto"}, layout=W.Layout(width="100%"))
+                               style={"description_width": "auto"}, layout=W.Layout(width="auto"))
         self.try_result = W.HTML("")
         options_box = W.Accordion([self.options.widget], titles=(t("advanced", lang),), selected_index=None)
-        self.widget = W.VBox([self.kind, self.editors, self.message, self.active,
-                              W.VBox([self.try_text, self.try_result]), options_box])
+        self.kind.layout = W.Layout(width="auto")
+        self.widget = W.VBox([css_widget(), self.kind, self.editors, self.message, self.active,
+                              W.VBox([self.try_text, self.try_result]), options_box], layout=W.Layout(width="auto"))
         self.widget.add_class("gs-guided-panel")
+        self.widget.add_class("gs-panel-root")
 
         self.kind.observe(self._changed, "value")
         for w in (self.schema, self.regex, self.choices, self.grammar):
@@ -198,11 +200,12 @@ class GuidedPanel(Panel):
             try:
                 upd["guided_json"] = json.loads(self.schema.value)
             except json.JSONDecodeError as e:
-                raise ParamsError(f"guided_json: {t('invalid_json', self.lang)}: {e}", field="guided_json") from None
+                raise ParamsError(f"guided_json: invalid JSON: {e}", field="guided_json", key="json_invalid",
+                                  line=e.lineno, col=e.colno) from None
         elif kind == "guided_regex":
             if not self.regex.value:  # an empty regex would force an empty answer: surely not meant yet
-                raise ParamsError("guided_regex: " + ("escribí una expresión regular" if self.lang == "es"
-                                                      else "write a regular expression"), field="guided_regex")
+                raise ParamsError("guided_regex: write a regular expression", field="guided_regex",
+                                  key="regex_empty")
             upd["guided_regex"] = self.regex.value
         elif kind == "guided_choice":
             upd["guided_choice"] = [ln.strip() for ln in self.choices.value.splitlines() if ln.strip()]
@@ -225,8 +228,12 @@ class GuidedPanel(Panel):
             p = Params(**{k: v for k, v in upd.items() if v is not None})
             _compile_check(p)
         except (GSExploreError, ValueError) as e:
-            self._error = str(e)
+            self._error = explain(e, self.lang)
             self.message.value = error_html(self._error)
+            # the last valid constraint still applies to the next run, but this editor's is not it:
+            # say nothing about "no constraint" under an invalid schema
+            self.active.value = ""
+            self.try_result.value = ""
             return
         self._error = self.options.error
         self.message.value = error_html(self._error)
@@ -259,10 +266,10 @@ class GuidedPanel(Panel):
             valid, why = check_text(text, self.params)
             why = "" if valid else why
         except Exception as e:  # a checker failure is shown, not raised into the widget
-            self.try_result.value = error_html(str(e))
+            self.try_result.value = error_html(explain(e, self.lang))
             return
         if valid is None:
-            self.try_result.value = f'<span style="color:#555">{esc(why or t("no_constraint", self.lang))}</span>'
+            self.try_result.value = ""  # "no constraint" is already said once, above
         elif valid:
             self.try_result.value = f'<span style="color:#2e7d32">✔ {esc(t("valid", self.lang))}</span>'
         else:

@@ -18,7 +18,7 @@ import traitlets
 from .. import sampling
 from ..backends.base import Backend, MessagesLike, to_messages
 from ..params import Params
-from ._util import Panel, error_html, esc, figure_png, t
+from ._util import Panel, css_widget, error_html, esc, figure_png, msg, t
 from .params_panel import value_widget
 
 __all__ = ["NextTokenExplorer", "KNOBS"]
@@ -95,10 +95,11 @@ class NextTokenExplorer(Panel):
         if self.remote:
             note += (f" (remoto: solo los {_REMOTE_TOP} tokens más probables)" if lang == "es"
                      else f" (remote: only the {_REMOTE_TOP} most likely tokens)")
-        self.widget = W.VBox([self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
+        self.widget = W.VBox([css_widget(), self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
                               *self.sliders.values(), self.top_n, self.message, self.summary,
                               W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap"))])
         self.widget.add_class("gs-next-token")
+        self.widget.add_class("gs-panel-root")
         self.stages: list[sampling.Stage] = []
         self.refresh()
 
@@ -261,7 +262,10 @@ class NextTokenExplorer(Panel):
         return figure_png(fig)
 
     def _on_prompt(self, change: dict[str, Any]) -> None:
-        self._messages = to_messages(change["new"] or " ")
+        if not (change["new"] or "").strip():
+            self.message.value = error_html(msg("empty_prompt", self.lang))  # the bars stay those of the last prompt
+            return
+        self._messages = to_messages(change["new"])
         try:
             self.refresh()
         except Exception:  # noqa: BLE001 - already shown in the panel

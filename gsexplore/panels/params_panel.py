@@ -18,9 +18,9 @@ import traitlets
 
 from ..errors import ParamsError
 from ..params import GROUPS, Params, ParamSpec
-from ._util import Panel, error_html, esc, t
+from ._util import Panel, css_widget, error_html, esc, explain, msg, t, warning_html
 
-__all__ = ["ParamsPanel", "value_widget", "parse_text", "format_text"]
+__all__ = ["ParamsPanel", "value_widget", "parse_text", "parse_number", "format_text"]
 
 _FLOAT_LIMIT = 1e9
 _INT_LIMIT = 2**53 - 1  # what a JavaScript number holds exactly
@@ -73,11 +73,13 @@ def parse_text(spec: ParamSpec, text: str) -> Any:
     if spec.kind == "list[int]" and s and not s.startswith("["):
         s = f"[{s}]"
     if not s:
-        raise ParamsError(f"{spec.name}: empty; write a JSON value or untick it", field=spec.name, value=text)
+        raise ParamsError(f"{spec.name}: empty; write a JSON value or untick it", field=spec.name, value=text,
+                          key="empty_value")
     try:
         return json.loads(s)
     except json.JSONDecodeError as e:
-        raise ParamsError(f"{spec.name}: invalid JSON: {e}", field=spec.name, value=text) from None
+        raise ParamsError(f"{spec.name}: invalid JSON: {e}", field=spec.name, value=text, key="json_invalid",
+                          line=e.lineno, col=e.colno) from None
 
 
 def format_text(spec: ParamSpec, value: Any) -> str:
@@ -96,70 +98,118 @@ def format_text(spec: ParamSpec, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
+_UNSET = "unset"  # a boolean's "not sent" option
+
+
+def _fmt_number(spec: ParamSpec, v: Any) -> str:
+    """A number as its box shows it: 0.8, not 0.8000000000000002; ints without a decimal point."""
+    if v is None:
+        return ""
+    if spec.kind == "int":
+        return str(int(v))
+    d = max(_decimals(spec.step), 2)
+    text = f"{float(v):.{d}f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def parse_number(spec: ParamSpec, text: str) -> Any:
+    """What a number box holds, read by the parameter's kind; ParamsError (as typed) when it is not one.
+
+    An int parameter refuses 2.5 instead of rounding it; a decimal comma (0,7) is read as a point.
+    """
+    s = text.strip()
+    if not s:
+        raise ParamsError(f"{spec.name}: empty; write a value or untick it", field=spec.name, value=text,
+                          key="empty_value", typed=text)
+    try:
+        if spec.kind == "int":
+            return int(s)
+        v = float(s.replace(",", ".")) if s.count(",") == 1 and "." not in s else float(s)
+        if not math.isfinite(v):
+            raise ValueError
+        return v
+    except ValueError:
+        raise ParamsError(f"{spec.name}={text.strip()} is not allowed: not {'an integer' if spec.kind == 'int' else 'a number'}"
+                          f" (allowed: {spec.kind})", field=spec.name, value=text, key="type", typed=s) from None
+
+
 class _Control:
-    """The widgets of one parameter: the "set" checkbox and its input(s)."""
+    """The widgets of one parameter: its name, a "set" checkbox (not for booleans) and its input(s).
+
+    Numbers are typed in a text box that keeps exactly what was typed: a value that is not
+    allowed stays visible, in red, with the message under it, and is not sent.
+    """
 
     def __init__(self, spec: ParamSpec, lang: str, changed: Any) -> None:
         self.spec = spec
+        self.lang = lang
         self._changed = changed
         self._sync = False
         help_text = spec.help(lang)
-        self.set_box = W.Checkbox(value=False, description=spec.name, indent=False,
+        self.set_box = W.Checkbox(value=False, description="", indent=False,
                                   tooltip=f"{help_text}\n\n{t('set_tip', lang)}",
-                                  layout=W.Layout(width="180px", min_width="180px"))
+                                  layout=W.Layout(width="22px", min_width="22px", margin="0 4px 0 0"))
         self.set_box.add_class(f"gs-set-{spec.name}")
+        self.name_label = W.HTML(f'<span class="gs-param-name" title="{esc(spec.name)}: {esc(help_text)}">'
+                                 f"{esc(spec.name)}</span>",
+                                 layout=W.Layout(flex="1 1 auto", min_width="0", margin="0"))
         self.slider: W.Widget | None = None
         self.text: W.Widget | None = None
         parts: list[W.Widget] = []
         k = spec.kind
+        self.is_bool = k == "bool"
         if k in ("float", "int"):
             if spec.ui_min is not None and spec.ui_max is not None:
                 # no readout: the number box beside it is the readout, and takes values beyond the slider
                 self.slider = value_widget(spec, lang, description="", readout=False,
-                                           layout=W.Layout(width="170px", flex="0 0 170px"))
+                                           layout=W.Layout(width="auto", flex="1 1 90px", min_width="70px"))
                 parts.append(self.slider)
-            lo = spec.minimum if spec.minimum is not None else None
-            hi = spec.maximum if spec.maximum is not None else None
-            if k == "float":
-                self.text = W.BoundedFloatText(value=_start_value(spec), step=spec.step or 0.1,
-                                               min=-_FLOAT_LIMIT if lo is None else lo,
-                                               max=_FLOAT_LIMIT if hi is None else hi,
-                                               layout=W.Layout(width="90px", flex="0 0 90px"), tooltip=help_text)
-            else:
-                self.text = W.BoundedIntText(value=_start_value(spec), step=int(spec.step or 1),
-                                             min=-_INT_LIMIT if lo is None else int(lo),
-                                             max=_INT_LIMIT if hi is None else int(hi),
-                                             layout=W.Layout(width="90px", flex="0 0 90px"), tooltip=help_text)
+            self.text = W.Text(value=_fmt_number(spec, _start_value(spec)), continuous_update=False,
+                               tooltip=help_text, layout=W.Layout(width="74px", flex="0 0 74px"))
             parts.append(self.text)
             self.input = self.text
         elif k == "bool":
-            self.input = W.Checkbox(value=bool(spec.server_default), description="", indent=False,
-                                    tooltip=help_text, layout=W.Layout(width="40px"))
+            default = spec.server_default
+            shown = t("yes" if default else "no", lang) if default is not None else t("server", lang)
+            # one control: "not sent" (the server's default, named), yes or no
+            # (ipywidgets shows a Dropdown whose value is None as empty: the options are strings)
+            self.input = W.Dropdown(options=[(t("unset", lang).format(default=shown), _UNSET),
+                                             (t("yes", lang), "true"), (t("no", lang), "false")],
+                                    value=_UNSET, tooltip=help_text,
+                                    layout=W.Layout(width="auto", flex="1 1 120px", min_width="100px"))
             parts.append(self.input)
         elif k == "str" and spec.choices:
-            self.input = W.Dropdown(options=list(spec.choices), tooltip=help_text)
+            self.input = W.Dropdown(options=list(spec.choices), tooltip=help_text,
+                                    layout=W.Layout(width="auto", flex="1 1 120px", min_width="100px"))
             parts.append(self.input)
         elif k == "str":
             self.input = W.Text(value="", continuous_update=True, tooltip=help_text,
-                                layout=W.Layout(flex="1 1 auto", width="auto", min_width="150px"))
+                                layout=W.Layout(flex="1 1 140px", width="auto", min_width="100px"))
             parts.append(self.input)
         else:  # json, list[...], str|list[str]: typed as text, parsed on every change
             rows = 3 if k == "json" else 1
             self.input = W.Textarea(value="", rows=rows, continuous_update=True, tooltip=help_text,
                                     placeholder=_placeholder(k),
-                                    layout=W.Layout(flex="1 1 auto", width="auto", min_width="150px"))
+                                    layout=W.Layout(flex="1 1 140px", width="auto", min_width="100px"))
             parts.append(self.input)
         self.input.add_class(f"gs-input-{spec.name}")
         default = spec.server_default
-        shown = t("server_decides", lang) if default is None else json.dumps(default)
-        short = ("servidor" if lang == "es" else "server") if default is None else json.dumps(default)
+        full = t("server_decides", lang) if default is None else json.dumps(default)
+        short = t("server", lang) if default is None else json.dumps(default)
         self.default_label = W.HTML(
             f'<span style="color:#888;font-size:smaller;white-space:nowrap" '
-            f'title="{esc(t("default", lang))}: {esc(shown)}">({esc(short)})</span>',
-            layout=W.Layout(margin="0 0 0 6px"))
-        self.row = W.HBox([self.set_box, *parts, self.default_label],
-                          layout=W.Layout(align_items="center"))
+            f'title="{esc(t("default", lang))}: {esc(full)}">({esc(short)})</span>',
+            layout=W.Layout(margin="0 0 0 4px", flex="0 0 auto"))
+        name_box = W.HBox([self.name_label] if self.is_bool else [self.set_box, self.name_label],
+                          layout=W.Layout(width="150px", flex="0 1 150px", min_width="90px", align_items="center"))
+        tail = [] if self.is_bool else [self.default_label]
+        self.row = W.HBox([name_box, *parts, *tail],
+                          layout=W.Layout(align_items="center", flex_flow="row wrap", width="auto"))
+        self.row.add_class("gs-param-row")
         self.row.add_class(f"gs-param-{spec.name}")
+        self.message = W.HTML("", layout=W.Layout(margin="0 0 2px 0"))
+        self.message.add_class(f"gs-message-{spec.name}")
+        self.box = W.VBox([self.row, self.message], layout=W.Layout(width="auto"))
         self.set_box.observe(self._on_set, "value")
         if self.slider is not None:
             self.slider.observe(self._on_slider, "value")
@@ -170,13 +220,19 @@ class _Control:
     # --- reading and writing ------------------------------------------------
     @property
     def is_set(self) -> bool:
+        if self.is_bool:
+            return self.input.value != _UNSET
         return bool(self.set_box.value)
 
     def read(self) -> Any:
-        """The value to send (ParamsError when the text cannot be read)."""
+        """The value to send (ParamsError, naming what was typed, when it cannot be read)."""
         k = self.spec.kind
         v = self.input.value
-        if k in ("float", "int", "bool", "str"):
+        if k in ("float", "int"):
+            return parse_number(self.spec, v)
+        if k == "bool":
+            return v == "true"
+        if k == "str":
             return v
         return parse_text(self.spec, v)
 
@@ -184,7 +240,9 @@ class _Control:
         """Show value as set, or None as unset (greyed out at the server default)."""
         self._sync = True
         try:
-            if value is None:
+            if self.is_bool:
+                self.input.value = _UNSET if value is None else ("true" if value else "false")
+            elif value is None:
                 self.set_box.value = False
                 self._show_default()
             else:
@@ -194,25 +252,38 @@ class _Control:
         finally:
             self._sync = False
 
+    def mark(self, error: str | None, warning: str | None = None) -> None:
+        """Show this control's own message under it; red border while its value is not allowed."""
+        target = self.input
+        if error:
+            target.add_class("gs-invalid")
+            self.message.value = error_html(error)
+        else:
+            target.remove_class("gs-invalid")
+            self.message.value = warning_html(warning) if warning else ""
+
     def _write(self, value: Any) -> None:
-        if self.spec.kind in ("float", "int", "bool", "str"):
-            self.input.value = value
+        if self.spec.kind in ("float", "int"):
+            self.input.value = _fmt_number(self.spec, value)
             self._slider_follow()
+        elif self.spec.kind in ("bool", "str"):
+            self.input.value = value
         else:
             self.input.value = format_text(self.spec, value)
 
     def _show_default(self) -> None:
         k = self.spec.kind
         if k in ("float", "int"):
-            self.input.value = _start_value(self.spec)
+            self.input.value = _fmt_number(self.spec, _start_value(self.spec))
             self._slider_follow()
-        elif k == "bool":
-            self.input.value = bool(self.spec.server_default)
 
     def _slider_follow(self) -> None:
         if self.slider is None:
             return
-        v = self.input.value
+        try:
+            v = parse_number(self.spec, self.input.value)
+        except ParamsError:
+            return  # the box says what was typed; the slider stays where it was
         was, self._sync = self._sync, True
         try:
             self.slider.value = min(max(v, self.slider.min), self.slider.max)
@@ -220,6 +291,8 @@ class _Control:
             self._sync = was
 
     def _enable(self, on: bool) -> None:
+        if self.is_bool:
+            return  # always editable: its first option is "not sent"
         for w in (self.slider, self.input):
             if w is not None:
                 w.disabled = not on
@@ -240,13 +313,13 @@ class _Control:
     def _on_slider(self, change: dict[str, Any]) -> None:
         if self._sync:
             return
-        self.input.value = change["new"]  # the text box holds the value; it fires _on_input
+        self.input.value = _fmt_number(self.spec, change["new"])  # the text box holds the value; it fires _on_input
 
     def _on_input(self, change: dict[str, Any]) -> None:
         if self._sync:
             return
         self._slider_follow()
-        if not self.is_set:
+        if not self.is_bool and not self.is_set:
             self.set_box.value = True  # editing a value means sending it; fires _on_set
             return
         self._changed()
@@ -282,6 +355,8 @@ class ParamsPanel(Panel):
         self._loading = False
         self._error: str | None = None
         self._hidden: dict[str, Any] = {}
+        self._warnings: list[str] = []
+        self.limits: dict[str, int] = {}
         self.controls: dict[str, _Control] = {}
         sections = []
         for g in groups:
@@ -291,14 +366,15 @@ class ParamsPanel(Panel):
                     continue
                 c = _Control(spec, lang, self._recompute)
                 self.controls[spec.name] = c
-                rows.append(c.row)
-            sections.append(W.VBox(rows))
+                rows.append(c.box)
+            sections.append(W.VBox(rows, layout=W.Layout(width="auto")))
         self.accordion = W.Accordion(children=sections, titles=tuple(t(g, lang) for g in groups),
                                      selected_index=0 if sections else None)
         self.message = W.HTML("")
         self.message.add_class("gs-params-error")
-        self.widget = W.VBox([self.accordion, self.message])
+        self.widget = W.VBox([css_widget(), self.accordion, self.message], layout=W.Layout(width="auto"))
         self.widget.add_class("gs-params-panel")
+        self.widget.add_class("gs-panel-root")
         self.set(params if params is not None else Params())
 
     # --- public surface ---------------------------------------------------------
@@ -311,6 +387,16 @@ class ParamsPanel(Panel):
     def error(self) -> str | None:
         """The validation message of the current edit, None when it is valid."""
         return self._error
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings about values that are allowed but unusual (temperature above 2...)."""
+        return list(self._warnings)
+
+    def set_limits(self, vocab_size: int | None = None, n_ctx: int | None = None) -> None:
+        """The model's vocabulary and context, for the warnings on top_k and max_tokens."""
+        self.limits = {k: int(v) for k, v in (("vocab_size", vocab_size), ("n_ctx", n_ctx)) if v}
+        self._recompute()
 
     def set(self, params: Params) -> None:
         """Load params into the widgets (fields not shown here are kept as they are)."""
@@ -347,15 +433,47 @@ class ParamsPanel(Panel):
         if self._loading:
             return
         data = dict(self._hidden)
-        try:
-            for name, c in self.controls.items():
-                if c.is_set:
+        bad: dict[str, str] = {}
+        for name, c in self.controls.items():
+            if c.is_set:
+                try:
                     data[name] = c.read()
-            p = Params(**data)
-        except ParamsError as e:
-            self._error = str(e)
-            self.message.value = error_html(self._error)
-            return
-        self._error = None
-        self.message.value = ""
-        self.value = p
+                except ParamsError as e:
+                    bad[name] = explain(e, self.lang)
+        error: str | None = None
+        p: Params | None = None
+        if bad:
+            error = next(iter(bad.values()))
+        else:
+            try:
+                p = Params(**data)
+            except ParamsError as e:
+                c = self.controls.get(e.field or "")
+                if c is not None and c.spec.kind in ("float", "int"):
+                    e.ctx["typed"] = c.input.value.strip()  # as typed, not as Python reads it
+                error = explain(e, self.lang)
+                if e.field in self.controls:
+                    bad[e.field] = error
+        warns = self._check_unusual(p) if p is not None else {}
+        for name, c in self.controls.items():
+            c.mark(bad.get(name), warns.get(name))
+        self._warnings = list(warns.values())
+        self._error = error
+        self.message.value = error_html(error) if error else ""
+        if p is not None:
+            self.value = p
+
+    def _check_unusual(self, p: Params) -> dict[str, str]:
+        """Values vLLM allows that are seldom meant: {field: warning}."""
+        out: dict[str, str] = {}
+        lang = self.lang
+        if p.temperature is not None and p.temperature > 2:
+            out["temperature"] = msg("warn_temperature", lang, typed=_fmt_number(Params.spec("temperature"),
+                                                                                  p.temperature))
+        vocab = self.limits.get("vocab_size")
+        if vocab and p.top_k is not None and p.top_k > vocab:
+            out["top_k"] = msg("warn_top_k", lang, typed=p.top_k, vocab=f"{vocab:,}")
+        n_ctx = self.limits.get("n_ctx")
+        if n_ctx and p.max_tokens is not None and p.max_tokens > n_ctx:
+            out["max_tokens"] = msg("warn_max_tokens", lang, typed=p.max_tokens, n_ctx=f"{n_ctx:,}")
+        return out

@@ -23,7 +23,7 @@ from ..completion import Completion, Messages
 from ..errors import GSExploreError, ParamsError
 from ..params import GROUPS, Params
 from . import codegen
-from ._util import BackgroundRun, Panel, error_html, esc, t
+from ._util import COLUMNS, BackgroundRun, Panel, css_widget, error_html, esc, explain, msg, t
 from .backend_panel import BackendPanel
 from .guided_panel import GuidedPanel, check_text
 from .params_panel import ParamsPanel
@@ -65,26 +65,30 @@ class Playground(BackgroundRun, Panel):
         self.guided_panel = GuidedPanel(params, lang=lang)
 
         self.system = W.Textarea(value=system, rows=2, placeholder=t("system", lang) + "…",
-                                 description=t("system", lang), layout=W.Layout(width="100%"))
+                                 description=t("system", lang), layout=W.Layout(width="auto"))
         self.system.add_class("gs-system")
         self.chat = W.HTML("")
         self.chat.add_class("gs-chat")
         self.user = W.Textarea(value=user, rows=3, continuous_update=True, description=t("user", lang),
                                placeholder=("Escribí tu mensaje (vacío: repetir la última respuesta)" if lang == "es"
                                             else "Type your message (empty: generate the last answer again)"),
-                               layout=W.Layout(width="100%"))
+                               layout=W.Layout(width="auto"))
         self.user.add_class("gs-user")
         self.run_button = W.Button(description=t("run", lang), button_style="primary", icon="play")
         self.run_button.add_class("gs-run")
         self.stop_button = W.Button(description=t("stop", lang), button_style="danger", icon="stop", disabled=True)
         self.stop_button.add_class("gs-stop")
-        self.clear_button = W.Button(description=t("clear", lang), icon="trash")
+        self.clear_button = W.Button(description=t("clear", lang), icon="trash",
+                                      layout=W.Layout(width="auto", flex="0 0 auto"))
         self.clear_button.add_class("gs-clear")
         self.reasoning = W.HTML("")
         self.reasoning.add_class("gs-reasoning")
-        self.reasoning_box = W.Accordion([self.reasoning], titles=(t("reasoning", lang),), selected_index=None)
+        self.reasoning_box = W.Accordion([self.reasoning], titles=(t("reasoning", lang),), selected_index=None,
+                                         layout=W.Layout(width="auto"))
         self.answer = W.HTML("")
         self.answer.add_class("gs-answer")
+        self.stale = W.HTML("")
+        self.stale.add_class("gs-stale")
         self.stats = W.HTML("")
         self.stats.add_class("gs-stats")
         self.message = W.HTML("")
@@ -96,21 +100,24 @@ class Playground(BackgroundRun, Panel):
         code_tabs = W.Tab(list(self.code.values()), titles=tuple(self.code))
         code_tabs.add_class("gs-code")
         self.history_table = W.HTML("")
+        self.history_table.add_class("gs-history-tab")
         self.tabs = W.Tab([self.params_panel.widget, self.guided_panel.widget, code_tabs, self.history_table],
                           titles=(t("params", lang), t("guided_tab", lang), t("code", lang),
-                                  "Historial" if lang == "es" else "History"),
-                          selected_index=0)
+                                  t("history", lang)),
+                          selected_index=0, layout=W.Layout(width="auto"))
         backend_box = W.Accordion([self.backend_panel.widget], titles=(t("backend", lang),),
-                                  selected_index=None if backend is not None else 0)
+                                  selected_index=None if backend is not None else 0, layout=W.Layout(width="auto"))
         self.backend_title = backend_box
         chat_col = W.VBox([backend_box, self.system, self.chat, self.user,
-                           W.HBox([self.run_button, self.stop_button, self.clear_button]),
+                           W.HBox([self.run_button, self.stop_button, self.clear_button],
+                                  layout=W.Layout(flex_flow="row wrap")),
                            self.message, self.reasoning_box,
-                           W.HTML(f"<b>{esc(t('answer', lang))}</b>"), self.answer, self.stats],
-                          layout=W.Layout(flex="1 1 420px", min_width="340px", padding="0 8px 0 0"))
-        side = W.VBox([self.tabs], layout=W.Layout(flex="1 1 420px", min_width="340px"))
-        self.widget = W.HBox([chat_col, side], layout=W.Layout(flex_flow="row wrap", width="100%"))
+                           W.HTML(f"<b>{esc(t('answer', lang))}</b>"), self.stale, self.answer, self.stats],
+                          layout=W.Layout(flex="1 1 380px", min_width="300px", padding="0 8px 0 0"))
+        side = W.VBox([self.tabs], layout=W.Layout(flex="1 1 380px", min_width="300px"))
+        self.widget = W.HBox([css_widget(), chat_col, side], layout=W.Layout(flex_flow="row wrap", width="100%"))
         self.widget.add_class("gs-playground")
+        self.widget.add_class("gs-panel-root")
 
         self.run_button.on_click(lambda _b: self._click_run())
         self.stop_button.on_click(lambda _b: self.stop())
@@ -122,6 +129,7 @@ class Playground(BackgroundRun, Panel):
             w.observe(self._refresh_code, names="value")
         self._render_chat(self.messages()[:-1] if self.user.value.strip() else self.messages())
         self._refresh_code()
+        self._on_backend({"new": self.backend})
 
     # --- state --------------------------------------------------------------------------
     @property
@@ -174,7 +182,7 @@ class Playground(BackgroundRun, Panel):
     def run(self, wait: bool = False) -> Completion | threading.Thread | None:
         """Generate the answer: in a thread (returned), or wait=True to block and return the Completion."""
         if self.running:
-            raise GSExploreError("a generation is already running: press Stop or wait")
+            raise GSExploreError(msg("already_running", self.lang))
         backend = self.backend
         if backend is None:
             raise GSExploreError(t("no_backend", self.lang))
@@ -183,12 +191,13 @@ class Playground(BackgroundRun, Panel):
         params = self.params
         messages = self.messages()
         if not messages or messages[-1]["role"] != "user":
-            raise GSExploreError("Escribí un mensaje primero." if self.lang == "es" else "Type a message first.")
+            raise GSExploreError(msg("no_message", self.lang))
         new_turn = bool(self.user.value.strip())
         self._sent = messages
         self._run_params = params
         self._render_chat(messages)
         self.answer.value = ""
+        self.stale.value = ""
         self.reasoning.value = ""
         self.reasoning_box.set_title(0, t("reasoning", self.lang))
         self.message.value = ""
@@ -255,7 +264,7 @@ class Playground(BackgroundRun, Panel):
             else:
                 self._show_text("".join(reasoning), "".join(content), streaming=False)
                 self.stats.value = ""
-                self.message.value = error_html(f"{type(self.last_error).__name__}: {self.last_error}")
+                self.message.value = error_html(explain(self.last_error, self.lang))
         finally:
             self.run_button.disabled = False
             self.stop_button.disabled = True
@@ -338,8 +347,12 @@ class Playground(BackgroundRun, Panel):
         view = df[cols].tail(20).copy()
         if "content" in view:
             view["content"] = view["content"].fillna("").str.slice(0, 80)
-        self.history_table.value = view.to_html(index=False, float_format=lambda x: f"{x:.3g}", na_rep="",
-                                                classes="gs-history", border=0)
+        es = self.lang == "es"
+        view = view.rename(columns={c: COLUMNS[c][0 if es else 1] for c in view.columns if c in COLUMNS})
+        # fixed layout, text wrapped inside its cell: the table is as wide as the tab, never wider
+        self.history_table.value = ('<div class="gs-table-wrap">'
+                                    + view.to_html(index=False, float_format=lambda x: f"{x:.3g}", na_rep="",
+                                                   classes="gs-history", border=0) + "</div>")
 
     def _target(self) -> tuple[str | None, str | None, str]:
         b = self.backend
@@ -355,7 +368,7 @@ class Playground(BackgroundRun, Panel):
         try:
             code = codegen.snippets(base_url, self.params, msgs, model, spelling)
         except GSExploreError as e:
-            self.message.value = error_html(str(e))
+            self.message.value = error_html(explain(e, self.lang))
             return
         copy = t("copy", self.lang)
         for name, text in code.items():
@@ -368,10 +381,20 @@ class Playground(BackgroundRun, Panel):
                 f'user-select:all">{esc(text)}</pre></div>')
 
     def _on_backend(self, change: dict[str, Any]) -> None:
+        b = self.backend
+        if b is not None and getattr(b, "name", "") == "local":
+            try:
+                info = b.info()
+                self.params_panel.set_limits(vocab_size=info.get("vocab_size"), n_ctx=info.get("n_ctx"))
+            except Exception:  # noqa: BLE001 - limits only feed warnings
+                pass
         self._refresh_code()
 
     def _click_run(self) -> None:
         try:
             self.run(wait=False)
         except GSExploreError as e:
-            self.message.value = error_html(str(e))
+            self.message.value = error_html(explain(e, self.lang))
+            if self.answer.value:  # the answer shown is not what these parameters would give
+                self.stale.value = (f'<div class="gs-stale-note" style="color:#8a5a00;font-size:smaller">'
+                                    f'{esc(t("stale", self.lang))}</div>')
