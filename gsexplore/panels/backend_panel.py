@@ -16,12 +16,10 @@ import ipywidgets as W
 import traitlets
 
 from ..backends.base import Backend
+from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL
 from ._util import Panel, error_html, esc, start_thread, t
 
 __all__ = ["BackendPanel"]
-
-DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
-DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
 
 _SOURCES = {
     "demo": ("demo: SmolLM2-135M (sin internet, CPU)", "demo: SmolLM2-135M (offline, CPU)"),
