@@ -171,31 +171,10 @@ class Completion:
         return token_stats(self.logprobs)
 
     def to_row(self) -> dict[str, Any]:
-        """A flat dict: the outcome, then one column per parameter (None when not set)."""
-        row: dict[str, Any] = {
-            "backend": self.backend,
-            "model": self.model,
-            "prompt": self.prompt,
-            "messages": json.dumps(self.messages, ensure_ascii=False),
-            "choice": self.index,
-            "content": self.content,
-            "reasoning_content": self.reasoning_content,
-            "finish_reason": self.finish_reason,
-            "stop_reason": None if self.stop_reason is None else str(self.stop_reason),
-            "prompt_tokens": self.usage.prompt_tokens,
-            "completion_tokens": self.usage.completion_tokens,
-            "total_tokens": self.usage.total_tokens,
-            "reasoning_tokens": self.usage.reasoning_tokens,
-            "latency_s": self.latency_s,
-            "ttft_s": self.ttft_s,
-            "tokens_per_s": self.tokens_per_s,
-            "mean_entropy": self.token_stats[0],
-            "perplexity": self.token_stats[1],
-            "guided_semantics": self.info.get("guided_semantics"),
-        }
-        # `model` is the model that answered; Params.model (the one asked for) must not blank it
-        row.update({k: v for k, v in self.params.to_row().items() if k not in row})
-        return row
+        """A flat dict: the outcome, then one column per parameter (None when not set); see `gsexplore.row`."""
+        from .row import completion_row
+
+        return completion_row(self)
 
     def __repr__(self) -> str:
         text = (self.content or "")[:60]

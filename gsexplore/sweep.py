@@ -76,6 +76,7 @@ from .completion import Completion
 from .errors import ParamsError, RateLimitError
 from .params import Params
 from .prompts import Prompt, PromptsLike, load_prompts
+from .row import outcome
 from .store import KEY, Store, frame, latest_attempts
 
 __all__ = ["sweep", "expand", "plan", "Cell", "SweepPlan", "derive_seed", "cell_id"]
@@ -434,29 +435,14 @@ def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any
                 valid = checker(ch).valid
             except Exception as exc:  # a checker failure must not lose the answer
                 log.warning("guided validity check failed: %s", exc)
-        u = ch.usage
         rows.append({**base,
                      "choice": ch.index if ch.index is not None else i,
                      "model": ch.model or base["model"],
                      # what was sent, e.g. with the system prompt a LocalBackend adds
                      "messages": (json.dumps(ch.messages, ensure_ascii=False) if ch.messages
                                   else base["messages"]),
-                     "content": ch.content,
-                     "reasoning_content": ch.reasoning_content,
-                     "finish_reason": ch.finish_reason,
-                     "stop_reason": None if ch.stop_reason is None else str(ch.stop_reason),
-                     "prompt_tokens": u.prompt_tokens,
-                     "completion_tokens": u.completion_tokens,
-                     "reasoning_tokens": u.reasoning_tokens,
-                     "total_tokens": u.total_tokens,
-                     "latency_s": ch.latency_s,
-                     "ttft_s": ch.ttft_s,
-                     "tokens_per_s": ch.tokens_per_s,
-                     "mean_entropy": ch.token_stats[0],
-                     "perplexity": ch.token_stats[1],
+                     **outcome(ch),
                      "guided_valid": valid,
-                     # the language the local engine used ("xgrammar" / "guidance"); None remotely
-                     "guided_semantics": ch.info.get("guided_semantics"),
                      "error_type": None,
                      "error_message": None,
                      "timestamp": ts,
