@@ -346,10 +346,9 @@ GRADIENTESUR_MODEL = wire.DEFAULT_MODEL
 
 
 def _backend_stem(b: Any) -> str:
-    for attr in ("model_path", "path"):
-        p = getattr(b, attr, None)
-        if p:
-            return Path(str(p)).stem
+    p = getattr(b, "path", None)  # LocalBackend: the GGUF file it loaded
+    if p:
+        return Path(str(p)).stem
     name = str(getattr(b, "model", "") or "local")
     return Path(name).stem if name.endswith(".gguf") else name
 

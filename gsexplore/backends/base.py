@@ -41,6 +41,15 @@ class Backend(ABC):
 
     name: str = "backend"
     model: str = ""
+    #: Runs requests in this process (one engine): sweeps send them in order from one thread,
+    #: prefix-cache friendly, instead of as concurrent async requests.
+    sequential: bool = False
+    #: Retries rate-limited (429) requests itself, so a sweep must not retry them again.
+    retries_rate_limits: bool = False
+
+    def secrets(self) -> list[str]:
+        """Values (API keys) that must never appear in rows, logs or stores."""
+        return []
 
     @abstractmethod
     def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:

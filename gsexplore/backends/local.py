@@ -224,6 +224,7 @@ class LocalBackend(Backend):
     """
 
     name = BACKEND
+    sequential = True
 
     def __init__(self, model: str | Path, filename: str | None = None, n_gpu_layers: int = -1,
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int | None = None,

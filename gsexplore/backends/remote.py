@@ -88,6 +88,7 @@ class RemoteBackend(Backend):
     """
 
     name = "remote"
+    retries_rate_limits = True
 
     def __init__(
         self,
@@ -245,6 +246,10 @@ class RemoteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"RemoteBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    def secrets(self) -> list[str]:
+        """The API key, to be scrubbed from whatever records this backend's answers."""
+        return [self._secret] if self._secret else []
 
     # --- request building ---------------------------------------------------
     @property
