@@ -333,11 +333,11 @@ def load_backends(model: str, *, filename: str | None = None, instances: int = 1
     Each instance holds its own llama.cpp model and engine (``slots=`` in ``backend_kwargs``
     is its number of sequences batched together): copies for machines with several GPUs.
     """
-    from .backends import local
+    from .backends.spec import from_spec
 
-    backends = [local.LocalBackend(model, filename, **backend_kwargs)]
+    backends = [from_spec(model, filename=filename, **backend_kwargs)]
     for _ in range(1, max(1, instances)):
-        backends.append(local.LocalBackend(model, filename, shared=False, **backend_kwargs))
+        backends.append(from_spec(model, filename=filename, shared=False, **backend_kwargs))
     return backends
 
 

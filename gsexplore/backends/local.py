@@ -232,11 +232,11 @@ class LocalBackend(Backend):
                  system_prompt: str | None | _ModelDefault = MODEL_DEFAULT,
                  n_threads_batch: int | None = None,
                  extra_buffers: ExtraBuffers | bool | None = "auto", slots: int | None = None) -> None:
-        from ..models import resolve
+        from ..models import ALIASES, resolve
 
         path = resolve(str(model), filename)
         self.path = Path(path)
-        self.source = str(model)
+        self.source = ALIASES.get(str(model), str(model))
         self.model = self.path.name
         self.n_gpu_layers = int(n_gpu_layers)
         self.default_seed = None if seed is None or seed == -1 else int(seed)
