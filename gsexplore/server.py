@@ -772,7 +772,7 @@ def create_app(
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

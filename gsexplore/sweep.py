@@ -499,7 +499,7 @@ def _sanitise(obj: Any, secrets: list[str]) -> Any:
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from ._version import __version__
 
     def v(*names: str) -> str | None:
         for n in names:

@@ -272,7 +272,7 @@ class RemoteBackend(Backend):
 
     # --- clients ------------------------------------------------------------
     def _client_kwargs(self, connections: int | None = None) -> dict[str, Any]:
-        from .. import __version__
+        from .._version import __version__
 
         n = max(connections or self.max_concurrency, 1)
         return dict(auth=self._auth, timeout=httpx.Timeout(self.timeout), verify=_ssl_context(),
