@@ -14,7 +14,7 @@ from .errors import (APIConnectionError, APIError, APITimeoutError, Authenticati
                      RateLimitError, ServerError, UnsupportedParam)
 from .params import Params, ParamSpec
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "LocalBackend": ("gsexplore.backends.local", "LocalBackend"),

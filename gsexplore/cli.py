@@ -140,14 +140,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _chat_backend(args: argparse.Namespace) -> Any:
+    from .backends.spec import from_spec
+
     if args.remote or args.base_url:
-        from .backends.remote import DEFAULT_BASE_URL, DEFAULT_MODEL, RemoteBackend
+        from .wire import DEFAULT_BASE_URL, DEFAULT_MODEL
 
-        return RemoteBackend(args.base_url or DEFAULT_BASE_URL, model=args.model or DEFAULT_MODEL,
-                             timeout=args.timeout)
-    from .backends.local import LocalBackend
-
-    return LocalBackend(args.model or "demo", args.filename, **_local_kwargs(args))
+        return from_spec(args.base_url or DEFAULT_BASE_URL, model=args.model or DEFAULT_MODEL,
+                         timeout=args.timeout)
+    return from_spec(args.model or "demo", filename=args.filename, **_local_kwargs(args))
 
 
 def _print_stream(backend: Any, messages: list[dict[str, Any]], params: Any, stream: bool) -> Any:

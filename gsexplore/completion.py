@@ -9,11 +9,30 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
+from .errors import ParamsError
 from .params import Params
 
 Messages = list[dict[str, Any]]
+MessagesLike = Union[str, Messages]
+
+
+def to_messages(messages: MessagesLike) -> Messages:
+    """A str becomes one user message; a list of {"role", "content"} dicts is checked and copied."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if not isinstance(messages, list) or not messages:
+        raise ParamsError("messages must be a non-empty str or list of {'role', 'content'} dicts",
+                          field="messages", value=messages)
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m:
+            raise ParamsError(f"messages[{i}] must be a dict with 'role' and 'content'",
+                              field="messages", value=m)
+        if m["role"] not in ("system", "user", "assistant", "tool", "developer"):
+            raise ParamsError(f"messages[{i}].role={m['role']!r} is not allowed: "
+                              "use system, user, assistant, tool or developer", field="messages", value=m)
+    return [dict(m) for m in messages]
 
 
 @dataclass
@@ -35,8 +54,9 @@ class Usage:
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape vLLM uses."""
-        return {"prompt_tokens": self.prompt_tokens, "total_tokens": self.total_tokens,
-                "completion_tokens": self.completion_tokens, "prompt_tokens_details": None}
+        from .wire import usage_dict
+
+        return usage_dict(self.prompt_tokens, self.completion_tokens, self.total_tokens)
 
 
 @dataclass
@@ -151,31 +171,10 @@ class Completion:
         return token_stats(self.logprobs)
 
     def to_row(self) -> dict[str, Any]:
-        """A flat dict: the outcome, then one column per parameter (None when not set)."""
-        row: dict[str, Any] = {
-            "backend": self.backend,
-            "model": self.model,
-            "prompt": self.prompt,
-            "messages": json.dumps(self.messages, ensure_ascii=False),
-            "choice": self.index,
-            "content": self.content,
-            "reasoning_content": self.reasoning_content,
-            "finish_reason": self.finish_reason,
-            "stop_reason": None if self.stop_reason is None else str(self.stop_reason),
-            "prompt_tokens": self.usage.prompt_tokens,
-            "completion_tokens": self.usage.completion_tokens,
-            "total_tokens": self.usage.total_tokens,
-            "reasoning_tokens": self.usage.reasoning_tokens,
-            "latency_s": self.latency_s,
-            "ttft_s": self.ttft_s,
-            "tokens_per_s": self.tokens_per_s,
-            "mean_entropy": self.token_stats[0],
-            "perplexity": self.token_stats[1],
-            "guided_semantics": self.info.get("guided_semantics"),
-        }
-        # `model` is the model that answered; Params.model (the one asked for) must not blank it
-        row.update({k: v for k, v in self.params.to_row().items() if k not in row})
-        return row
+        """A flat dict: the outcome, then one column per parameter (None when not set); see `gsexplore.row`."""
+        from .row import completion_row
+
+        return completion_row(self)
 
     def __repr__(self) -> str:
         text = (self.content or "")[:60]

@@ -57,7 +57,7 @@ def _version(dist: str) -> str:
 
 
 def _check_versions() -> Check:
-    from . import __version__
+    from ._version import __version__
 
     return Check("versions", "ok", f"Python {platform.python_version()} ({sys.executable}), "
                  f"gsexplore {__version__}, llama-cpp-python {_version('llama-cpp-python')}, "

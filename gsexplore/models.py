@@ -503,6 +503,10 @@ def _looks_like_repo_id(model: str) -> bool:
         and not model.startswith((".", "~"))
 
 
+#: Other names of the shipped models (accepted wherever a model name is).
+ALIASES = {"tiny": TINY_QWEN3_NAME}
+
+
 def resolve(model: str, filename: str | None = None) -> Path:
     """Turn a model name into a GGUF file on disk, fetching or building it if needed.
 
@@ -518,6 +522,7 @@ def resolve(model: str, filename: str | None = None) -> Path:
         ModelNotFoundError: the path does not exist, or the file is neither
             cached nor downloadable; the message says how to get it.
     """
+    model = ALIASES.get(model, model)
     if model == DEMO_NAME:
         return demo_path()
     if model == TINY_QWEN3_NAME:

@@ -85,7 +85,7 @@ def _as_file(s: str | os.PathLike) -> Path | None:
 
 
 def _messages(value: Any, where: str) -> list[dict[str, Any]]:
-    from .backends.base import to_messages
+    from .completion import to_messages
 
     try:
         return to_messages(value)

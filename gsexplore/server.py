@@ -38,7 +38,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ValidationError
 
 from . import tools as _tools
+from . import wire
 from .chat_template import TemplateError
 from .completion import Completion
 from .errors import GSExploreError, ParamsError, UnsupportedParam
@@ -59,6 +59,7 @@ from .params import Params
 from .server_metrics import CONTENT_TYPE, ServerMetrics
 from .server_requests import (UNHONOURED, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
                               TokenizeRequest, json_depth, params_data, to_template_messages)
+from .wire import error_body, text_response
 
 log = logging.getLogger("gsexplore.server")
 
@@ -76,11 +77,6 @@ class _Reject(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
-
-
-def error_body(status: int, message: str, type_: str = "BadRequestError", param: str | None = None) -> dict[str, Any]:
-    """vLLM's error shape (0.10.1 and later)."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": status}}
 
 
 # --------------------------------------------------------------------------
@@ -224,31 +220,8 @@ class ModelPool:
 # response shapes
 
 
-def _new_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def response_dict(c: Completion, model: str) -> dict[str, Any]:
-    """vLLM's non-streaming response for a Completion (its `raw` when the backend built one)."""
-    raw = dict(c.raw) if c.raw and "choices" in c.raw else {}
-    if not raw:
-        raw = {
-            "id": c.id or _new_id(), "object": "chat.completion", "created": int(time.time()),
-            "choices": [{
-                "index": ch.index,
-                "message": {"role": "assistant", "reasoning_content": ch.reasoning_content, "content": ch.content,
-                            "tool_calls": list(ch.tool_calls)},
-                "logprobs": {"content": ch.logprobs} if ch.logprobs is not None else None,
-                "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason,
-            } for ch in c.choices],
-            "usage": c.usage.to_dict(), "prompt_logprobs": c.prompt_logprobs,
-        }
-    raw["model"] = model
-    if not raw.get("id"):
-        raw["id"] = _new_id()
-    elif not str(raw["id"]).startswith("chatcmpl-"):
-        raw["id"] = f"chatcmpl-{raw['id']}"
-    return raw
+#: vLLM's non-streaming response for a Completion (``wire.completion_response``).
+response_dict = wire.completion_response
 
 
 class _Chunks:
@@ -260,17 +233,14 @@ class _Chunks:
 
     def __init__(self, model: str, n: int, include_usage: bool, params: Params | None = None,
                  text: bool = False, echo: str | None = None) -> None:
-        self.id = f"cmpl-{uuid.uuid4().hex}" if text else _new_id()
+        self.id = wire.new_id("cmpl") if text else wire.new_id()
         self.created, self.model = int(time.time()), model
         self.n, self.include_usage, self.text, self.echo = n, include_usage, text, echo
         p = params or Params()
         self.filters = {i: _tools.StreamFilter(p) for i in range(n)}
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        obj = "text_completion" if self.text else "chat.completion.chunk"
-        d = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-             "choices": choices, **extra}
-        return b"data: " + json.dumps(d, ensure_ascii=False).encode() + b"\n\n"
+        return wire.sse(wire.chunk(self.id, self.created, self.model, choices, text=self.text, **extra))
 
     def _text(self, index: int, text: str, finish: str | None = None, stop: Any = None) -> bytes:
         return self._chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": finish,
@@ -319,9 +289,9 @@ class _Chunks:
 
     @staticmethod
     def error(status: int, message: str, type_: str) -> bytes:
-        return b"data: " + json.dumps(error_body(status, message, type_), ensure_ascii=False).encode() + b"\n\n"
+        return wire.sse(error_body(status, message, type_))
 
-    DONE = b"data: [DONE]\n\n"
+    DONE = wire.DONE
 
 
 class _EventStream(StreamingResponse):
@@ -368,23 +338,22 @@ def load_backends(model: str, *, filename: str | None = None, instances: int = 1
     Each instance holds its own llama.cpp model and engine (``slots=`` in ``backend_kwargs``
     is its number of sequences batched together): copies for machines with several GPUs.
     """
-    from .backends import local
+    from .backends.spec import from_spec
 
-    backends = [local.LocalBackend(model, filename, **backend_kwargs)]
+    backends = [from_spec(model, filename=filename, **backend_kwargs)]
     for _ in range(1, max(1, instances)):
-        backends.append(local.LocalBackend(model, filename, shared=False, **backend_kwargs))
+        backends.append(from_spec(model, filename=filename, shared=False, **backend_kwargs))
     return backends
 
 
 #: The model name of the GradienteSur API (served as an alias unless names are given).
-GRADIENTESUR_MODEL = "Qwen/Qwen3-1.7B"
+GRADIENTESUR_MODEL = wire.DEFAULT_MODEL
 
 
 def _backend_stem(b: Any) -> str:
-    for attr in ("model_path", "path"):
-        p = getattr(b, attr, None)
-        if p:
-            return Path(str(p)).stem
+    p = getattr(b, "path", None)  # LocalBackend: the GGUF file it loaded
+    if p:
+        return Path(str(p)).stem
     name = str(getattr(b, "model", "") or "local")
     return Path(name).stem if name.endswith(".gguf") else name
 
@@ -808,21 +777,9 @@ def create_app(
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
-
-
-def text_response(c: Completion, model: str, echo: str | None = None) -> dict[str, Any]:
-    """vLLM's /v1/completions response (``text_completion``) for a Completion."""
-    return {
-        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": ch.index, "text": (echo or "") + (ch.content or ""), "logprobs": None,
-                     "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason,
-                     "prompt_logprobs": None} for ch in c.choices],
-        "usage": c.usage.to_dict(),
-    }
 
 
 # --------------------------------------------------------------------------

@@ -32,21 +32,10 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .params import Params
+from .row import ROW_COLUMNS
 
 __all__ = ["Store", "load", "compact", "frame", "ROW_COLUMNS", "KEY"]
 
-#: Columns of a sweep row before the parameters (Params.to_row()).
-HEAD = ["sweep_id", "cell_id", "repeat", "choice", "backend", "model",
-        "prompt_id", "prompt", "expected", "messages"]
-#: Columns after the parameters.
-TAIL = ["content", "reasoning_content", "finish_reason", "stop_reason",
-        "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens",
-        "latency_s", "ttft_s", "tokens_per_s", "mean_entropy", "perplexity", "guided_valid", "guided_semantics",
-        "error_type", "error_message",
-        "timestamp", "run_id", "row_id"]
-#: Every column of a sweep row, in order (parameters in Params declaration order).
-#: (the parameter ``model`` shares the ``model`` column: the model asked for, else the backend's)
-ROW_COLUMNS = HEAD + [n for n in Params.names() if n not in HEAD] + TAIL
 #: What identifies one request: resume skips keys that finished without error.
 KEY = ["cell_id", "repeat", "seed"]
 

@@ -31,14 +31,15 @@ request is ``(cell_id, repeat, seed)``. Unless the user fixed ``seed`` (in
 ``seed = sha256(cell_id, r, sweep seed) mod 2**31``, recorded in the ``seed``
 column, so every row can be reproduced.
 
-Running: backends named ``"local"`` (the batched llama.cpp engine) get up to
+Running: backends that declare ``sequential`` (LocalBackend, the batched llama.cpp engine) get up to
 ``backend.slots`` requests in flight at once, submitted sorted by messages then
 parameters, so the engine evaluates a shared prompt once and copies its KV cells.
 Every other backend runs through ``achat`` on an asyncio loop in a worker thread
 (its own loop, so this also works inside Jupyter, whose loop is already
 running), at most ``concurrency`` requests at a time; a RateLimitError (429) is
 retried ``retries`` times with exponential backoff (or the server's retry-after)
-before its error row is recorded. Mixed sweeps run both parts at the same time.
+before its error row is recorded, unless the backend ``retries_rate_limits`` itself
+(RemoteBackend's policy, ``max_retries``). Mixed sweeps run both parts at the same time.
 
 Store and resume: see `gsexplore.store`. With ``store=`` every row is on disk as
 soon as it finishes; running the same sweep again skips requests that finished
@@ -71,11 +72,13 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 import pandas as pd
 
+from .backends._http import scrub
 from .backends.base import Backend
 from .completion import Completion
 from .errors import ParamsError, RateLimitError
 from .params import Params, shown
 from .prompts import Prompt, PromptsLike, load_prompts
+from .row import outcome
 from .store import KEY, Store, frame, latest_attempts
 
 __all__ = ["sweep", "expand", "plan", "Cell", "SweepPlan", "derive_seed", "cell_id"]
@@ -287,7 +290,7 @@ class Cell:
 
 
 def _is_local(b: Backend) -> bool:
-    return getattr(b, "name", "") == "local" or bool(getattr(b, "sequential", False))
+    return b.sequential
 
 
 @dataclass
@@ -437,29 +440,14 @@ def _rows_ok(sweep_id: str, run_id: str, cell: Cell, c: Completion, checker: Any
                 valid = checker(ch).valid
             except Exception as exc:  # a checker failure must not lose the answer
                 log.warning("guided validity check failed: %s", exc)
-        u = ch.usage
         rows.append({**base,
                      "choice": ch.index if ch.index is not None else i,
                      "model": ch.model or base["model"],
                      # what was sent, e.g. with the system prompt a LocalBackend adds
                      "messages": (json.dumps(ch.messages, ensure_ascii=False) if ch.messages
                                   else base["messages"]),
-                     "content": ch.content,
-                     "reasoning_content": ch.reasoning_content,
-                     "finish_reason": ch.finish_reason,
-                     "stop_reason": None if ch.stop_reason is None else str(ch.stop_reason),
-                     "prompt_tokens": u.prompt_tokens,
-                     "completion_tokens": u.completion_tokens,
-                     "reasoning_tokens": u.reasoning_tokens,
-                     "total_tokens": u.total_tokens,
-                     "latency_s": ch.latency_s,
-                     "ttft_s": ch.ttft_s,
-                     "tokens_per_s": ch.tokens_per_s,
-                     "mean_entropy": ch.token_stats[0],
-                     "perplexity": ch.token_stats[1],
+                     **outcome(ch),
                      "guided_valid": valid,
-                     # the language the local engine used ("xgrammar" / "guidance"); None remotely
-                     "guided_semantics": ch.info.get("guided_semantics"),
                      "error_type": None,
                      "error_message": None,
                      "timestamp": ts,
@@ -487,18 +475,12 @@ _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "be
 
 
 def _secrets(backends: list[Backend]) -> list[str]:
-    out = []
-    for b in backends:
-        for attr in ("api_key", "_api_key", "_secret"):
-            v = getattr(b, attr, None)
-            if isinstance(v, str) and len(v) >= 4:
-                out.append(v)
-    return out
+    return [s for b in backends for s in b.secrets()]
 
 
 def _redact(text: str, secrets: list[str]) -> str:
     for s in secrets:
-        text = text.replace(s, "***")
+        text = scrub(text, s)
     return text
 
 
@@ -520,7 +502,7 @@ def _sanitise(obj: Any, secrets: list[str]) -> Any:
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from ._version import __version__
 
     def v(*names: str) -> str | None:
         for n in names:
@@ -690,7 +672,8 @@ class _Runner:
                 try:
                     c = await cell.backend.achat(list(cell.prompt.messages), cell.params)
                 except RateLimitError as exc:
-                    if attempt >= self.retries or self.stopped():
+                    # a backend with its own retry policy (RemoteBackend) has already used it up
+                    if attempt >= self.retries or cell.backend.retries_rate_limits or self.stopped():
                         self._fail(cell, exc, time.perf_counter() - t0)
                         return
                     hint = exc.retry_after

@@ -114,16 +114,14 @@ def make_backends(spec: Any, base_dir: str | None = None) -> list[Any]:
 
 
 def _local(model: str, opts: dict[str, Any], base_dir: str | None) -> Any:
-    from .backends.local import LocalBackend
+    from .backends.spec import from_spec
+    from .models import ALIASES, DEMO_NAME, TINY_QWEN3_NAME
 
-    if model == "demo":
-        return LocalBackend.demo(**opts)
-    if model in ("tiny", "tiny-qwen3"):
-        return LocalBackend.tiny(**opts)
+    shipped = model in (DEMO_NAME, TINY_QWEN3_NAME, *ALIASES)
     p = Path(model).expanduser()
-    if not p.is_absolute() and base_dir and (Path(base_dir) / p).exists():
+    if not shipped and not p.is_absolute() and base_dir and (Path(base_dir) / p).exists():  # relative to the config
         model = str(Path(base_dir) / p)
-    return LocalBackend(model, **opts)
+    return from_spec(model, **opts)
 
 
 def _prompts(cfg: dict[str, Any]) -> Any:

@@ -215,3 +215,13 @@ def test_list_models_shows_cached_offline_models(tiny_path: Path) -> None:
     assert rows["tiny-qwen3"]["path"] == str(tiny_path)
     assert 1 < rows["tiny-qwen3"]["size_mb"] < 30
     assert set(rows["tiny-qwen3"]) == {"name", "filename", "path", "size_mb", "source"}
+
+
+def test_from_spec_builds_the_backend_a_spec_names(tiny_model_path):
+    from gsexplore.backends import from_spec
+    from gsexplore.backends.remote import RemoteBackend
+    from gsexplore.models import resolve
+
+    remote = from_spec("https://x.test/v1", api_key="sk-123456", model="m")
+    assert isinstance(remote, RemoteBackend) and remote.base_url == "https://x.test/v1" and remote.model == "m"
+    assert resolve("tiny") == resolve("tiny-qwen3") == tiny_model_path  # one alias, accepted everywhere

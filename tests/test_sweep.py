@@ -146,6 +146,28 @@ def test_plan_counts_seeds_and_ids(tmp_path):
     assert len(df) == 4 and df["content"].isna().all() and df.attrs["plan"]["requests"] == 4
 
 
+def test_a_playground_row_and_a_sweep_row_of_one_completion_agree():
+    from gsexplore.completion import Completion, Usage
+    from gsexplore.row import OUTCOME, ROW_COLUMNS
+    from gsexplore.sweep import _rows_ok
+
+    sp = plan(Echo(), "hola", grid={"temperature": [0.7]}, base=Params(max_tokens=10, top_k=5), seed=1)
+    cell = sp.cells[0]
+    lp = [{"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "a", "logprob": -0.5},
+                                                           {"token": "b", "logprob": -1.2}]}]
+    c = Completion(content="hola", reasoning_content="pienso", finish_reason="stop", stop_reason=7,
+                   usage=Usage(3, 2, 5, 1), logprobs=lp, latency_s=0.5, ttft_s=0.1, backend="echo",
+                   model="echo-1", params=cell.params, messages=cell.prompt.messages, index=0,
+                   info={"guided_semantics": "xgrammar"})
+    playground = c.to_row()
+    swept = _rows_ok(sp.sweep_id, "run", cell, c, None)[0]
+    shared = [k for k in playground if k in swept]
+    assert set(OUTCOME) <= set(shared) and "temperature" in shared and "top_k" in shared
+    assert {k: playground[k] for k in shared} == {k: swept[k] for k in shared}
+    assert playground["stop_reason"] == "7" and playground["mean_entropy"] is not None
+    assert set(swept) <= set(ROW_COLUMNS)
+
+
 def test_prompts_in_every_shape():
     ps = load_prompts(["hola", [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
                        {"id": "x", "prompt": "p", "expected": ["a", "b"]}])

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import wire
 from ..errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError,
                       BadRequestError, RateLimitError, ServerError)
 from .base import Delta
@@ -334,27 +335,13 @@ class StreamAssembler:
         for idx in sorted(self.choices):
             st = self.choices[idx]
             calls = [c for _, c in sorted(st.tool_calls.items())]
-            choices.append({
-                "index": idx,
-                "message": {
-                    "role": st.role,
-                    "reasoning_content": "".join(st.reasoning) if st.saw_reasoning else None,
-                    "content": "".join(st.content) or None,
-                    "tool_calls": calls,
-                },
-                "logprobs": {"content": st.logprobs} if st.logprobs is not None else None,
-                "finish_reason": st.finish_reason,
-                "stop_reason": st.stop_reason,
-            })
-        return {
-            "id": self.meta.get("id"),
-            "object": "chat.completion",
-            "created": self.meta.get("created"),
-            "model": self.meta.get("model", ""),
-            "choices": choices,
-            "usage": self.usage,
-            "prompt_logprobs": self.prompt_logprobs,
-        }
+            msg = wire.message("".join(st.content) or None, "".join(st.reasoning) if st.saw_reasoning else None,
+                               calls, role=st.role)
+            choices.append(wire.choice(idx, msg, st.logprobs, st.finish_reason, st.stop_reason))
+        return wire.chat_response(self.meta.get("id"), self.meta.get("model", ""), choices, self.usage,
+                                  self.prompt_logprobs, self.meta.get("created"))
+
+
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], tc: dict[str, Any]) -> None:

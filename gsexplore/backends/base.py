@@ -5,13 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-from ..completion import Completion, Messages
+from ..completion import Completion, Messages, MessagesLike, to_messages
 from ..errors import ParamsError
 from ..params import Params
 
-MessagesLike = Union[str, Messages]
+__all__ = ["Backend", "Delta", "Messages", "MessagesLike", "merge_params", "to_messages"]
 
 
 @dataclass
@@ -28,23 +28,6 @@ class Delta:
     completion: Completion | None = None
 
 
-def to_messages(messages: MessagesLike) -> Messages:
-    """A str becomes one user message; a list of {"role", "content"} dicts is checked and copied."""
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    if not isinstance(messages, list) or not messages:
-        raise ParamsError("messages must be a non-empty str or list of {'role', 'content'} dicts",
-                          field="messages", value=messages)
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m:
-            raise ParamsError(f"messages[{i}] must be a dict with 'role' and 'content'",
-                              field="messages", value=m)
-        if m["role"] not in ("system", "user", "assistant", "tool", "developer"):
-            raise ParamsError(f"messages[{i}].role={m['role']!r} is not allowed: "
-                              "use system, user, assistant, tool or developer", field="messages", value=m)
-    return [dict(m) for m in messages]
-
-
 def merge_params(params: Params | None, overrides: dict[str, Any]) -> Params:
     """params with keyword overrides applied (validated)."""
     base = params if params is not None else Params()
@@ -58,6 +41,15 @@ class Backend(ABC):
 
     name: str = "backend"
     model: str = ""
+    #: Runs requests in this process (one engine): sweeps send them in order from one thread,
+    #: prefix-cache friendly, instead of as concurrent async requests.
+    sequential: bool = False
+    #: Retries rate-limited (429) requests itself, so a sweep must not retry them again.
+    retries_rate_limits: bool = False
+
+    def secrets(self) -> list[str]:
+        """Values (API keys) that must never appear in rows, logs or stores."""
+        return []
 
     @abstractmethod
     def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:

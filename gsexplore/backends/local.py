@@ -63,7 +63,6 @@ import queue
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,7 @@ import numpy as np
 
 from .. import reasoning as _reasoning
 from .. import tools as _tools
+from .. import wire
 from ..chat_template import render_chat_template
 from ..completion import Completion, Messages
 from ..errors import GSExploreError, ParamsError, UnsupportedParam
@@ -159,26 +159,14 @@ def to_response_dict(model: str, choices: Sequence[ChoiceOutput], prompt_tokens:
 
     def message(c: ChoiceOutput) -> tuple[dict[str, Any], str | None]:
         content, calls, finish = _tools.tool_message(p, c.content, c.finish_reason)
-        return {"role": "assistant", "reasoning_content": c.reasoning_content, "content": content,
-                "tool_calls": calls}, finish
+        return wire.message(content, c.reasoning_content, calls), finish
 
     shaped = [message(c) for c in choices]
-    return {
-        "id": request_id or f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": [{
-            "index": c.index,
-            "message": msg,
-            "logprobs": None if c.logprobs is None else {"content": c.logprobs},
-            "finish_reason": finish,
-            "stop_reason": c.stop_reason,
-        } for c, (msg, finish) in zip(choices, shaped)],
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-                  "completion_tokens": completion_tokens, "prompt_tokens_details": None},
-        "prompt_logprobs": prompt_logprobs,
-    }
+    return wire.chat_response(
+        request_id or wire.new_id(), model,
+        [wire.choice(c.index, msg, c.logprobs, finish, c.stop_reason) for c, (msg, finish) in zip(choices, shaped)],
+        wire.usage_dict(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens),
+        prompt_logprobs, int(time.time()) if created is None else created)
 
 
 # ---------------------------------------------------------------------------
@@ -236,6 +224,7 @@ class LocalBackend(Backend):
     """
 
     name = BACKEND
+    sequential = True
 
     def __init__(self, model: str | Path, filename: str | None = None, n_gpu_layers: int = -1,
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int | None = None,
@@ -243,11 +232,11 @@ class LocalBackend(Backend):
                  system_prompt: str | None | _ModelDefault = MODEL_DEFAULT,
                  n_threads_batch: int | None = None,
                  extra_buffers: ExtraBuffers | bool | None = "auto", slots: int | None = None) -> None:
-        from ..models import resolve
+        from ..models import ALIASES, resolve
 
         path = resolve(str(model), filename)
         self.path = Path(path)
-        self.source = str(model)
+        self.source = ALIASES.get(str(model), str(model))
         self.model = self.path.name
         self.n_gpu_layers = int(n_gpu_layers)
         self.default_seed = None if seed is None or seed == -1 else int(seed)

@@ -19,30 +19,25 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Generator, Iterator
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from .. import wire
 from ..completion import Completion, Messages
 from ..errors import APIConnectionError, APIError, APITimeoutError, AuthenticationError, ParamsError
 from ..params import Params
+from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL, KEY_ENV, Spelling
 from ._http import RetryPolicy, SSEDecoder, StreamAssembler, error_for_status, iter_sse_data, parse_json_body, scrub
 from .base import Backend, Delta, MessagesLike, merge_params, to_messages
 
 log = logging.getLogger("gsexplore.remote")
 
-DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
-DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
-KEY_ENV = "GS_API_KEY"
-
 MISSING_KEY_MESSAGE = (
     f"no API key: set the {KEY_ENV} environment variable (or pass api_key=...). "
     f"In a notebook: import getpass, os; os.environ[\"{KEY_ENV}\"] = getpass.getpass()"
 )
-
-Spelling = Literal["guided", "structured_outputs"]
-
 
 class _BearerAuth(httpx.Auth):
     """Adds `Authorization: Bearer <key>`; the key lives here and nowhere else."""
@@ -93,6 +88,7 @@ class RemoteBackend(Backend):
     """
 
     name = "remote"
+    retries_rate_limits = True
 
     def __init__(
         self,
@@ -201,7 +197,7 @@ class RemoteBackend(Backend):
         if lang == "python":
             return (f"import os\nimport requests\n\nAPI_URL = {url!r}\n"
                     f'headers = {{"Authorization": "Bearer " + os.environ["{KEY_ENV}"]}}\n\n'
-                    f"data = {_py_literal(body)}\n\n"
+                    f"data = {wire.py_literal(body)}\n\n"
                     "response = requests.post(API_URL, headers=headers, json=data)\nprint(response.json())\n")
         if lang == "curl":
             payload = json.dumps(body, ensure_ascii=False).replace("'", "'\\''")
@@ -251,6 +247,10 @@ class RemoteBackend(Backend):
     def __repr__(self) -> str:
         return f"RemoteBackend(base_url={self.base_url!r}, model={self.model!r})"
 
+    def secrets(self) -> list[str]:
+        """The API key, to be scrubbed from whatever records this backend's answers."""
+        return [self._secret] if self._secret else []
+
     # --- request building ---------------------------------------------------
     @property
     def _secret(self) -> str | None:
@@ -262,12 +262,7 @@ class RemoteBackend(Backend):
         if stream and not p.stream:
             p = p.replace(stream=True)  # validates stream-only rules (prompt_logprobs, beam search)
         msgs = to_messages(messages)
-        req = p.to_request(self.guided_spelling)
-        req.pop("stream", None)
-        body: dict[str, Any] = {"model": p.model or self.model, "messages": msgs, **req}
-        if p.stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True, **(req.get("stream_options") or {})}
+        body = wire.request_body(p, msgs, self.model, self.guided_spelling, include_usage=True)
         return p, msgs, body
 
     def _completion(self, data: dict[str, Any], p: Params, msgs: Messages, latency: float,
@@ -277,7 +272,7 @@ class RemoteBackend(Backend):
 
     # --- clients ------------------------------------------------------------
     def _client_kwargs(self, connections: int | None = None) -> dict[str, Any]:
-        from .. import __version__
+        from .._version import __version__
 
         n = max(connections or self.max_concurrency, 1)
         return dict(auth=self._auth, timeout=httpx.Timeout(self.timeout), verify=_ssl_context(),
@@ -513,9 +508,3 @@ def _last(deltas: Iterator[Delta]) -> Completion:
     assert last is not None and last.completion is not None
     return last.completion
 
-
-def _py_literal(obj: Any) -> str:
-    """Python source for a JSON value."""
-    import pprint
-
-    return pprint.pformat(obj, indent=4, width=100, sort_dicts=False)

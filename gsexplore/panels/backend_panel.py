@@ -16,12 +16,10 @@ import ipywidgets as W
 import traitlets
 
 from ..backends.base import Backend
+from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL
 from ._util import Panel, error_html, esc, explain, start_thread, t
 
 __all__ = ["BackendPanel"]
-
-DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
-DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
 
 _SOURCES = {
     "demo": ("demo: SmolLM2-135M (sin internet, CPU)", "demo: SmolLM2-135M (offline, CPU)"),
@@ -133,23 +131,19 @@ class BackendPanel(Panel):
 
     # --- internals ----------------------------------------------------------------------
     def _create(self, key: str | None) -> Backend:
+        from ..backends.spec import from_spec
+
         if self.mode.value == "remote":
-            from ..backends.remote import RemoteBackend
-
-            return RemoteBackend(base_url=self.url.value.strip() or DEFAULT_BASE_URL, api_key=key,
-                                 model=self.model.value.strip() or DEFAULT_MODEL,
-                                 guided_spelling=self.spelling.value)
-        from ..backends.local import LocalBackend
-
+            return from_spec(self.url.value.strip() or DEFAULT_BASE_URL, api_key=key,
+                             model=self.model.value.strip() or DEFAULT_MODEL,
+                             guided_spelling=self.spelling.value)
         kw = {"n_gpu_layers": self.n_gpu_layers.value, "n_ctx": self.n_ctx.value}
         src = self.source.value
-        if src == "demo":
-            return LocalBackend.demo(**kw)
-        if src == "tiny-qwen3":
-            return LocalBackend.tiny(**kw)
+        if src in ("demo", "tiny-qwen3"):
+            return from_spec(src, **kw)
         if src == "path":
-            return LocalBackend(self.path.value.strip(), **kw)
-        return LocalBackend(self.repo.value.strip(), filename=self.filename.value.strip() or None, **kw)
+            return from_spec(self.path.value.strip(), **kw)
+        return from_spec(self.repo.value.strip(), filename=self.filename.value.strip() or None, **kw)
 
     def _take_key(self, change: dict[str, Any]) -> None:
         if change["new"]:

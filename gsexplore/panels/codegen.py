@@ -8,30 +8,15 @@ take a key, so none can end up in a snippet.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
-from ..backends.base import MessagesLike, to_messages
+from ..completion import MessagesLike
 from ..params import Params
+from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL, KEY_ENV, Spelling, request_body
+from ..wire import py_literal as _py_literal
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "request_body", "to_curl", "to_python", "to_javascript",
            "snippets"]
-
-DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
-DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
-KEY_ENV = "GS_API_KEY"
-
-Spelling = Literal["guided", "structured_outputs"]
-
-
-def request_body(params: Params | None, messages: MessagesLike, model: str | None = None,
-                 spelling: Spelling = "guided") -> dict[str, Any]:
-    """The JSON body: model, messages, then only the parameters that are set."""
-    params = params if params is not None else Params()
-    fields = params.to_request(spelling=spelling)
-    body: dict[str, Any] = {"model": fields.pop("model", None) or model or DEFAULT_MODEL,
-                            "messages": to_messages(messages)}
-    body.update(fields)
-    return body
 
 
 def _url(base_url: str | None) -> str:
@@ -42,21 +27,6 @@ def _json(body: dict[str, Any], indent: int | None = 2) -> str:
     # U+2028/2029 are valid in JSON but ended JavaScript string literals before ES2019.
     text = json.dumps(body, ensure_ascii=False, indent=indent)
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _py_literal(obj: Any, indent: int = 0) -> str:
-    """A Python literal of JSON data, indented like json.dumps(indent=4); short containers stay on one line."""
-    if isinstance(obj, (dict, list)):
-        flat = repr(obj)
-        if len(flat) + indent <= 80 and "\n" not in flat:
-            return flat
-        pad, inner = " " * indent, " " * (indent + 4)
-        if isinstance(obj, dict):
-            items = [f"{inner}{k!r}: {_py_literal(v, indent + 4)}" for k, v in obj.items()]
-            return "{\n" + ",\n".join(items) + f",\n{pad}}}"
-        items = [f"{inner}{_py_literal(v, indent + 4)}" for v in obj]
-        return "[\n" + ",\n".join(items) + f",\n{pad}]"
-    return repr(obj)
 
 
 def _sh_quote(s: str) -> str:
