@@ -100,19 +100,24 @@ async def _load(url: str, clients: int, rounds: int, tokens: int, model: str) ->
             "deltas": statistics.mean(x[2] for x in flat)}
 
 
+def _measure(cmd: list[str], port: int, model: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
+    """Start a server with ``cmd``, load it with ``clients`` streaming clients, stop it."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
+        return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
+                                 args.tokens, model))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def _run_gsexplore(model: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
     port = _free_port()
     cmd = [sys.executable, "-m", "gsexplore.cli", "serve", "--model", model, "--port", str(port),
            "--parallel", str(min(clients, 16)), "--n-ctx", "256", "--max-queue", str(4 * clients),
            "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
-        return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
-                                 args.tokens, "Qwen/Qwen3-1.7B"))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    return _measure(cmd, port, "Qwen/Qwen3-1.7B", clients, args)
 
 
 def _llama_server() -> str | None:
@@ -131,23 +136,16 @@ def _llama_server() -> str | None:
 
 def _run_llama_server(binary: str, gguf: Path, clients: int, threads: int,
                       args: argparse.Namespace) -> dict[str, float]:
-    port = _free_port()
-    np_ = min(clients, 16)
     from gsexplore.backends.llama.hardware import choose_extra_buffers
     from gsexplore.backends.llama.loading import system_info
 
+    port = _free_port()
+    np_ = min(clients, 16)
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(np_),
            "-c", str(256 * np_), "-t", str(threads), "-tb", str(threads), "--no-webui", "-fa", "on"]
     if not choose_extra_buffers(system_info()).use_extra_bufts:
         cmd.append("--no-repack")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
-        return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
-                                 args.tokens, "x"))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    return _measure(cmd, port, "x", clients, args)
 
 
 def main() -> None:

@@ -199,38 +199,11 @@ def _drive_token_view(page: object, lab: Lab, expect: object) -> None:
 
 
 def test_playground_in_jupyterlab(lab: Lab) -> None:
-    chromium = shutil.which("chromium")
-    assert chromium, ("Chromium is missing: `sudo apt-get install chromium` (make test does it); "
-                      "this test never downloads a browser")
-    from playwright.sync_api import expect, sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1900})
-            page.set_default_timeout(60_000)
-            try:
-                _drive(page, lab, expect)
-            except BaseException:
-                page.screenshot(path=str(ARTIFACTS / "browser_playground_failure.png"))
-                print(lab.tail())
-                raise
-        finally:
-            browser.close()
+    _in_chromium(lab, _drive, "playground")
 
 
 def _drive(page: object, lab: Lab, expect: object) -> None:
-    page.goto(lab.url("/lab/tree/playground.ipynb"))
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-    # the kernel must be up before Run All (the status bar says "Python 3 (ipykernel) | Idle")
-    kernel = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\(ipykernel\) \| Idle"))
-    expect(kernel).to_be_visible(timeout=120_000)
-    page.locator(".jp-Notebook").first.click()
-
-    # Run > Run All Cells, through the menu as a person would
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile(r"^\s*Run All Cells\s*$")).click()
+    _run_all(page, lab, expect, "playground.ipynb")  # Run > Run All Cells, as a person would
     playground = page.locator(".gs-playground")
     expect(playground).to_be_visible(timeout=180_000)
 
