@@ -57,14 +57,13 @@ def bench_prefix(model: str, tokens: int, prompt_tokens: int, n_threads: int | N
     local = LocalBackend(model, n_threads=n_threads)
 
     def forget() -> None:
-        with local.lock:
-            local.llama.reset()  # n_tokens = 0: nothing of the last prompt is reused
-            local._lm.saved_tokens = None  # nor the logits saved after it
+        local.clear_cache()  # nothing of the last prompt is reused
 
     class ResetEveryTime(Backend):
-        """The same backend with llama.cpp's KV cache emptied before each request."""
+        """The same backend with llama.cpp's KV cache emptied before each request (one at a time)."""
 
         name, model = local.name, local.model
+        sequential = True
 
         def chat(self, messages, params=None, **kw):
             forget()
@@ -84,7 +83,7 @@ def bench_prefix(model: str, tokens: int, prompt_tokens: int, n_threads: int | N
     base = Params(max_tokens=tokens)
     local.chat("Hola", base)  # load and warm up
     print(f"20 settings, one {n_prompt}-token prompt, max_tokens={tokens}, model {local.model}, "
-          f"n_threads={local.llama.n_threads}:")
+          f"n_threads={local.info()['n_threads']}, slots={local.slots}:")
     times = {}
     for label, backend in (("prefix-cache order (gs.sweep)", local), ("prompt re-evaluated", ResetEveryTime())):
         forget()  # both start cold: the friendly order evaluates the prompt once

@@ -78,6 +78,9 @@ def test_n_choices_share_one_prompt_evaluation(private):
     again = b.chat(q, seed=7, max_tokens=12, temperature=1.0)
     assert again.info["prompt_tokens_evaluated"] == 0      # cached from the request before
     assert _ids(again) == _ids(c.choices[0])
+    b.clear_cache()
+    cold = b.chat(q, seed=7, max_tokens=12, temperature=1.0)
+    assert cold.info["prompt_tokens_evaluated"] == n_prompt and _ids(cold) == _ids(again)
 
 
 def test_sweep_of_32_cells_over_16_slots(demo16, tmp_path):

@@ -590,6 +590,11 @@ class LocalBackend(Backend):
                 ch.info.update(guided_engine_info(_constraint_params(prep.params)))
         return c
 
+    def clear_cache(self) -> None:
+        """Empty the KV cache of idle slots: the next prompt is evaluated from scratch."""
+        self._check_open()
+        self._lm.engine.clear_cache()
+
     # --- first-token tools (the explorer and the statistical tests) ------------------
     def next_token_logits(self, messages: MessagesLike, params: Params | None = None,
                           **overrides: Any) -> np.ndarray:

@@ -154,6 +154,15 @@ class Engine:
 
         driver.call(free)
 
+    def clear_cache(self) -> None:
+        """Forget the KV cells of idle slots (a cold start for the next prompt)."""
+        def clear() -> None:
+            for slot in self.slots:
+                if slot.seq is None:
+                    self._truncate(slot, 0)
+
+        driver.call(clear)
+
     def info(self) -> dict[str, Any]:
         return {"slots": self.n_slots, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
                 "kv_cache": f"{self.n_slots} slots of {self.n_ctx} tokens each (prompt + max_tokens of one "
