@@ -63,20 +63,11 @@ def bench_prefix(model: str, tokens: int, prompt_tokens: int, n_threads: int | N
         """The same backend with llama.cpp's KV cache emptied before each request (one at a time)."""
 
         name, model = local.name, local.model
-        sequential = True
+        slots = 1  # one request at a time, each from a cold cache
 
-        def chat(self, messages, params=None, **kw):
+        def events(self, messages, params, *, streaming):
             forget()
-            return local.chat(messages, params, **kw)
-
-        async def achat(self, *a, **k):
-            raise NotImplementedError
-
-        def stream(self, *a, **k):
-            raise NotImplementedError
-
-        def astream(self, *a, **k):
-            raise NotImplementedError
+            yield from local.events(messages, params, streaming=streaming)
 
     prompt, n_prompt = long_prompt(local, prompt_tokens)
     grid = {"temperature": [0.2, 0.5, 0.8, 1.1, 1.4], "top_k": [10, 40, 100, -1]}

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import wire
 from .errors import GSExploreError
 
 
@@ -202,7 +203,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if prompt:
             c = _print_stream(backend, history + [{"role": "user", "content": prompt}], params, not args.no_stream)
             if args.json:
-                _out(json.dumps(c.raw, ensure_ascii=False, indent=2))
+                _out(json.dumps(wire.completion_response(c, c.model), ensure_ascii=False, indent=2))
             elif not args.quiet:
                 _err(_summary(c))
             return 0

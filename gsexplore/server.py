@@ -558,7 +558,7 @@ def create_app(
         def cap(b: Any) -> Params:
             return capped(b, p, lambda: len(b.tokenize(prompt, bool(p.add_special_tokens))))
         return ((lambda b: b.submit(None, cap(b), prompt=prompt).result()),
-                (lambda b: b.submit(None, cap(b), streaming=True, prompt=prompt).events()))
+                (lambda b: b.events(None, cap(b).replace(stream=True), streaming=True, prompt=prompt)))
 
     async def generate(request: Request, kind: str) -> Response:
         t0 = time.perf_counter()

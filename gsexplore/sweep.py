@@ -31,15 +31,15 @@ request is ``(cell_id, repeat, seed)``. Unless the user fixed ``seed`` (in
 ``seed = sha256(cell_id, r, sweep seed) mod 2**31``, recorded in the ``seed``
 column, so every row can be reproduced.
 
-Running: backends that declare ``sequential`` (LocalBackend, the batched llama.cpp engine) get up to
-``backend.slots`` requests in flight at once, submitted sorted by messages then
-parameters, so the engine evaluates a shared prompt once and copies its KV cells.
-Every other backend runs through ``achat`` on an asyncio loop in a worker thread
-(its own loop, so this also works inside Jupyter, whose loop is already
-running), at most ``concurrency`` requests at a time; a RateLimitError (429) is
-retried ``retries`` times with exponential backoff (or the server's retry-after)
-before its error row is recorded, unless the backend ``retries_rate_limits`` itself
-(RemoteBackend's policy, ``max_retries``). Mixed sweeps run both parts at the same time.
+Running: every request goes through ``achat`` on an asyncio loop in a worker thread
+(its own loop, so this also works inside Jupyter, whose loop is already running),
+submitted sorted by backend, messages, then parameters, so a local engine
+evaluates a shared prompt once and copies its KV cells. Each backend gets as many
+requests in flight as it declares (``Backend.slots``: a LocalBackend's batch) or,
+for a ``remote`` one, ``concurrency``. Retries are the backend's own
+(RemoteBackend's policy: 429, 5xx and connection errors, with backoff and
+Retry-After); ``retries`` / ``backoff`` replace its count and base delay for this
+sweep (`gsexplore.backends.base.retrying`). Mixed sweeps run every backend at once.
 
 Store and resume: see `gsexplore.store`. With ``store=`` every row is on disk as
 soon as it finishes; running the same sweep again skips requests that finished
@@ -51,13 +51,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import collections
 import hashlib
 import json
 import logging
 import math
 import os
-import queue
 import random
 import sys
 import threading
@@ -73,9 +71,9 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import pandas as pd
 
 from .backends._http import scrub
-from .backends.base import Backend
+from .backends.base import Backend, retrying
 from .completion import Completion
-from .errors import ParamsError, RateLimitError
+from .errors import ParamsError
 from .params import Params, shown
 from .prompts import Prompt, PromptsLike, load_prompts
 from .row import outcome
@@ -284,14 +282,6 @@ class Cell:
     def key(self) -> tuple[str, int, int | None]:
         return (self.cell_id, self.repeat, self.params.seed)
 
-    @property
-    def local(self) -> bool:
-        return _is_local(self.backend)
-
-
-def _is_local(b: Backend) -> bool:
-    return b.sequential
-
 
 @dataclass
 class SweepPlan:
@@ -328,11 +318,11 @@ def _count_tokens(backend: Backend, prompt: Prompt, params: Params, cache: dict[
     """The prompt's tokens: counted by the backend's tokenizer when it has one, else estimated."""
     key = (id(backend), prompt.key)
     if key not in cache:
-        counter = getattr(backend, "prompt_token_ids", None)
         try:
-            cache[key] = len(counter(prompt.messages, params)) if counter else _estimate_tokens(prompt.messages)
+            n = backend.prompt_token_count(prompt.messages, params)
         except Exception:  # counting is advice: fall back to the estimate
-            cache[key] = _estimate_tokens(prompt.messages)
+            n = None
+        cache[key] = _estimate_tokens(prompt.messages) if n is None else n
     return cache[key]
 
 
@@ -537,7 +527,7 @@ class _Interrupted(Exception):
 
 class _Runner:
     def __init__(self, sp: SweepPlan, store: Store | None, *, concurrency: int, on_error: str,
-                 progress: bool, retries: int, backoff: float, cancel: threading.Event | None = None,
+                 progress: bool, retries: int | None, backoff: float | None, cancel: threading.Event | None = None,
                  on_result: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.sp = sp
         self.cancel = cancel
@@ -594,104 +584,31 @@ class _Runner:
     def _succeed(self, cell: Cell, c: Completion) -> None:
         self._record(_rows_ok(self.sp.sweep_id, self.run_id, cell, c, self.checker), False)
 
-    # --- local: up to `slots` cells in the engine at once, prefix-cache-friendly order ------
-    def run_local(self, cells: list[Cell]) -> None:
-        # by backend, then by prompt (the engine shares the KV cells of a common prompt prefix),
-        # then by params; repeats last
-        cells = sorted(cells, key=lambda c: (c.backend_index, c.prompt.key, c.params.cache_key(), c.repeat))
-        plain = [c for c in cells if not hasattr(c.backend, "submit")]
-        if plain:  # a local backend without an engine (a wrapper): one request at a time
-            self._run_one_by_one(plain)
-            cells = [c for c in cells if hasattr(c.backend, "submit")]
-        done: queue.SimpleQueue[tuple[Cell, Any, float]] = queue.SimpleQueue()
-        busy: collections.Counter[int] = collections.Counter()   # backend index -> requests in flight
-        handles: dict[int, Any] = {}   # id(cell) -> its request in the engine
-        todo = collections.deque(cells)
-        cancelled = False
-        try:
-            while todo or sum(busy.values()):
-                while todo and not self.stopped():
-                    cell = todo[0]
-                    if busy[cell.backend_index] >= max(1, int(getattr(cell.backend, "slots", 1))):
-                        break  # cells are grouped by backend: wait for a free slot
-                    todo.popleft()
-                    t0 = time.perf_counter()
+    # --- every backend: asyncio, each backend bounded by what it declares ----------
+    def _limit(self, b: Backend) -> int:
+        """Requests in flight on ``b``: the sweep's concurrency for a server, the slots of a local engine."""
+        return max(1, self.concurrency if b.remote else int(b.slots))
 
-                    def on_event(ev: Any, cell: Cell = cell, t0: float = t0) -> None:
-                        if isinstance(ev, BaseException) or ev.kind == "done":
-                            done.put((cell, ev, t0))
-                    try:
-                        handles[id(cell)] = cell.backend.submit(list(cell.prompt.messages), cell.params,
-                                                                on_event=on_event)
-                    except Exception as exc:
-                        self._fail(cell, exc, time.perf_counter() - t0)
-                        continue
-                    busy[cell.backend_index] += 1
-                if self.stopped() and not cancelled:
-                    cancelled = True
-                    for h in list(handles.values()):
-                        h.cancel()  # each frees its slot at the engine's next step
-                if not sum(busy.values()):
-                    break
-                try:
-                    cell, ev, t0 = done.get(timeout=0.1)   # short waits keep Ctrl-C deliverable
-                except queue.Empty:
-                    continue
-                busy[cell.backend_index] -= 1
-                handles.pop(id(cell), None)
-                if isinstance(ev, BaseException):
-                    self._fail(cell, ev, time.perf_counter() - t0)
-                elif cancelled and ev.completion.finish_reason == "abort":
-                    continue  # stopped by the user: not a result, it runs again on resume
-                else:
-                    self._succeed(cell, ev.completion)
-        finally:
-            for h in list(handles.values()):
-                h.cancel()
-
-    def _run_one_by_one(self, cells: list[Cell]) -> None:
-        for cell in cells:
+    async def _one(self, sem: asyncio.Semaphore, cell: Cell) -> None:
+        async with sem:
             if self.stopped():
                 return
             t0 = time.perf_counter()
             try:
-                c = cell.backend.chat(list(cell.prompt.messages), cell.params)
+                c = await cell.backend.achat(list(cell.prompt.messages), cell.params)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
             except Exception as exc:
                 self._fail(cell, exc, time.perf_counter() - t0)
             else:
                 self._succeed(cell, c)
 
-    # --- remote: asyncio, bounded, backing off on 429 -------------------------
-    async def _one(self, sem: asyncio.Semaphore, cell: Cell) -> None:
-        async with sem:
-            if self.stopped():
-                return
-            attempt = 0
-            t0 = time.perf_counter()
-            while True:
-                try:
-                    c = await cell.backend.achat(list(cell.prompt.messages), cell.params)
-                except RateLimitError as exc:
-                    # a backend with its own retry policy (RemoteBackend) has already used it up
-                    if attempt >= self.retries or cell.backend.retries_rate_limits or self.stopped():
-                        self._fail(cell, exc, time.perf_counter() - t0)
-                        return
-                    hint = exc.retry_after
-                    wait = hint if hint is not None else self.backoff * 2 ** attempt * (1 + random.random() / 4)
-                    attempt += 1
-                    await asyncio.sleep(min(wait, 60.0))
-                except (asyncio.CancelledError, KeyboardInterrupt):
-                    raise
-                except Exception as exc:
-                    self._fail(cell, exc, time.perf_counter() - t0)
-                    return
-                else:
-                    self._succeed(cell, c)
-                    return
-
     async def _run_async(self, cells: list[Cell]) -> None:
-        sem = asyncio.Semaphore(max(1, self.concurrency))
-        tasks = [asyncio.create_task(self._one(sem, c)) for c in cells]
+        # by backend, then by prompt (an engine shares the KV cells of a common prompt prefix),
+        # then by params; repeats last. Semaphores are FIFO: requests start in this order.
+        cells = sorted(cells, key=lambda c: (c.backend_index, c.prompt.key, c.params.cache_key(), c.repeat))
+        sems = {i: asyncio.Semaphore(self._limit(b)) for i, b in enumerate(self.sp.backends)}
+        tasks = [asyncio.create_task(self._one(sems[c.backend_index], c)) for c in cells]
         try:
             pending = set(tasks)
             while pending:
@@ -703,12 +620,13 @@ class _Runner:
                     break
         finally:
             for t in tasks:
-                t.cancel()
+                t.cancel()  # a local request frees its slot at the engine's next step
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _async_thread(self, cells: list[Cell]) -> None:
         try:
-            asyncio.run(self._run_async(cells))
+            with retrying(self.retries, self.backoff):
+                asyncio.run(self._run_async(cells))
         except KeyboardInterrupt as exc:  # raised by a backend inside the worker
             self.failure = self.failure or _Interrupted(str(exc))
             self.stop.set()
@@ -718,23 +636,18 @@ class _Runner:
 
     # --- both ---------------------------------------------------------------
     def run(self) -> None:
-        local = [c for c in self.sp.todo if c.local]
-        remote = [c for c in self.sp.todo if not c.local]
-        worker = None
-        if remote:
-            # its own loop in its own thread: works whether or not a loop already runs here (Jupyter)
-            worker = threading.Thread(target=self._async_thread, args=(remote,), name="gsexplore-sweep",
-                                      daemon=True)
-            worker.start()
+        if not self.sp.todo:
+            return
+        # its own loop in its own thread: works whether or not a loop already runs here (Jupyter)
+        worker = threading.Thread(target=self._async_thread, args=(list(self.sp.todo),), name="gsexplore-sweep",
+                                  daemon=True)
+        worker.start()
         try:
-            if local:
-                self.run_local(local)
-            while worker is not None and worker.is_alive():
+            while worker.is_alive():
                 worker.join(0.1)  # short joins keep Ctrl-C deliverable
         except BaseException:
             self.stop.set()
-            if worker is not None:
-                self._wait(worker)
+            self._wait(worker)
             raise
         if isinstance(self.failure, _Interrupted):
             raise KeyboardInterrupt(str(self.failure))
@@ -774,8 +687,8 @@ def sweep(
     seed: int = 0,
     *,
     on_invalid: Literal["raise", "skip"] = "raise",
-    retries: int = 3,
-    backoff: float = 1.0,
+    retries: int | None = None,
+    backoff: float | None = None,
     dry_run: bool = False,
     cancel: threading.Event | None = None,
     on_result: Callable[[list[dict[str, Any]]], None] | None = None,

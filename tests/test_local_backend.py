@@ -14,7 +14,8 @@ import pytest
 import gsexplore as gs
 from gsexplore import reasoning, sampling
 from gsexplore.backends.llama.loading import load_llama
-from gsexplore.backends.local import LocalBackend, _gguf_sampling, to_response_dict
+from gsexplore import wire
+from gsexplore.backends.local import LocalBackend, _gguf_sampling
 from gsexplore.errors import ParamsError, UnsupportedParam
 
 FRANCE = "What is the capital of France?"
@@ -72,9 +73,9 @@ def test_greedy_matches_raw_llama_cpp(demo_backend):
     assert ours.content == raw["choices"][0]["message"]["content"]
 
 
-def test_raw_is_vllm_shaped(demo_backend):
+def test_response_is_vllm_shaped(demo_backend):
     c = demo_backend.chat(SHORT, temperature=0, max_tokens=8)
-    raw = c.raw
+    raw = wire.completion_response(c, demo_backend.model)  # what serve sends for it
     assert raw["id"].startswith("chatcmpl-") and raw["object"] == "chat.completion"
     assert isinstance(raw["created"], int) and raw["model"] == demo_backend.model
     ch = raw["choices"][0]
@@ -82,8 +83,9 @@ def test_raw_is_vllm_shaped(demo_backend):
     assert ch["finish_reason"] == "stop" and ch["stop_reason"] is None and ch["logprobs"] is None
     assert raw["usage"]["prompt_tokens_details"] is None and raw["prompt_logprobs"] is None
     assert c.info["sampling_defaults"]["top_k"] == -1
-    again = gs.Completion.from_response(to_response_dict("m", [], 3))
-    assert again.usage.prompt_tokens == 3
+    assert raw["id"] == c.id and c.raw == {}  # built directly, not parsed back from JSON
+    again = gs.Completion.from_response(raw)
+    assert (again.content, again.usage, again.finish_reason) == (c.content, c.usage, c.finish_reason)
 
 
 # --------------------------------------------------------------------------- stopping
@@ -381,7 +383,7 @@ def test_logprobs_are_raw_log_softmax(demo_backend):
     assert [t["token"] for t in tops] == [demo_backend._lm.token_str(int(i)) for i in np.argsort(-ref)[:5]]
     assert [t["logprob"] for t in tops] == pytest.approx(np.sort(ref)[::-1][:5], abs=1e-4)
     assert all(type(t["logprob"]) is float for e in lp for t in e["top_logprobs"])
-    assert c.raw["choices"][0]["logprobs"]["content"] == lp
+    assert wire.completion_response(c, c.model)["choices"][0]["logprobs"]["content"] == lp
     ids = demo_backend.chat(FRANCE, temperature=0, max_tokens=2, logprobs=True, top_logprobs=2,
                             return_tokens_as_token_ids=True)
     e = ids.logprobs[0]
@@ -463,9 +465,10 @@ def test_model_and_stream_params(tiny_backend):
     with pytest.raises(ParamsError) as e:
         tiny_backend.chat("hola", max_tokens=1, model="Qwen/Qwen3-1.7B")
     assert e.value.field == "model"
-    with pytest.raises(ParamsError) as e:
-        tiny_backend.chat("hola", max_tokens=1, stream=True)
-    assert e.value.field == "stream" and "stream()" in str(e.value)
+    # chat(stream=True) streams (as on RemoteBackend) and keeps the time to first token
+    streamed = tiny_backend.chat("hola", max_tokens=2, stream=True, seed=1)
+    plain = tiny_backend.chat("hola", max_tokens=2, seed=1)
+    assert streamed.content == plain.content and streamed.ttft_s is not None and plain.ttft_s is None
 
 
 # --------------------------------------------------------------------------- backend plumbing

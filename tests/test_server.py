@@ -54,36 +54,24 @@ class Scripted(Backend):
         with self.lock:
             self.now -= 1
 
-    def chat(self, messages, params=None, **kw):
-        p = merge_params(params, kw)
+    def events(self, messages, params, *, streaming):
+        p = params
         self._enter()
         try:
-            time.sleep(self.delay)
-            return Completion(content="ok " * (p.max_tokens or 1), finish_reason="length",
-                              usage=Usage(1, p.max_tokens, 1 + (p.max_tokens or 0)), params=p,
-                              messages=to_messages(messages), backend="local")
-        finally:
-            self._leave()
-
-    def stream(self, messages, params=None, **kw):
-        p = merge_params(params, kw)
-        self._enter()
-        try:
-            for i in range(p.max_tokens or 1):
-                if self.fail_after is not None and i == self.fail_after:
-                    raise RuntimeError("the GPU caught fire")
+            if streaming:
+                for i in range(p.max_tokens or 1):
+                    if self.fail_after is not None and i == self.fail_after:
+                        raise RuntimeError("the GPU caught fire")
+                    time.sleep(self.delay)
+                    yield Delta("content", f"t{i} ")
+            else:
                 time.sleep(self.delay)
-                yield Delta("content", f"t{i} ")
-            yield Delta("done", completion=self.chat(messages, p))
+            yield Delta("done", completion=Completion(
+                content="ok " * (p.max_tokens or 1), finish_reason="length",
+                usage=Usage(1, p.max_tokens, 1 + (p.max_tokens or 0)), params=p,
+                messages=to_messages(messages), backend="local"))
         finally:
             self._leave()
-
-    async def achat(self, messages, params=None, **kw):
-        return self.chat(messages, params, **kw)
-
-    async def astream(self, messages, params=None, **kw):
-        for d in self.stream(messages, params, **kw):
-            yield d
 
 
 @pytest.fixture

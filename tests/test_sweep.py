@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import gsexplore.accessor  # noqa: F401
-from gsexplore.backends.base import Backend
+from gsexplore.backends.base import Backend, Delta
 from gsexplore.errors import APIError, ParamsError, RateLimitError
 from gsexplore.params import Params
 from gsexplore.prompts import load_prompts
@@ -92,15 +92,15 @@ def test_every_invalid_combination_is_reported_before_running():
 
 
 class Echo(Backend):
-    """A backend that answers with its seed (not a model: for plan and store mechanics)."""
+    """A backend that answers with its seed (not a model: for plan and store mechanics), as a server would."""
 
     name = "echo"
     model = "echo-1"
+    remote = True
 
-    def __init__(self, fail: dict[str, Any] | None = None, rate_limited: int = 0) -> None:
+    def __init__(self, fail: dict[str, Any] | None = None) -> None:
         self.calls: list[Params] = []
         self.fail = fail or {}
-        self.rate_limited = rate_limited  # this many 429s before each success of a failing cell
 
     def _answer(self, messages, params):
         from gsexplore.completion import Completion, Usage
@@ -113,17 +113,11 @@ class Echo(Backend):
                           latency_s=0.001, backend=self.name, model=self.model, params=params,
                           messages=messages)
 
-    def chat(self, messages, params=None, **kw):
-        return self._answer(messages, params)
+    def events(self, messages, params, *, streaming):
+        yield Delta("done", completion=self._answer(messages, params))
 
     async def achat(self, messages, params=None, **kw):
         return self._answer(messages, params)
-
-    def stream(self, *a, **k):
-        raise NotImplementedError
-
-    def astream(self, *a, **k):
-        raise NotImplementedError
 
 
 def test_plan_counts_seeds_and_ids(tmp_path):
@@ -183,40 +177,57 @@ def test_prompts_in_every_shape():
         load_prompts([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
 
 
-def test_rate_limit_backoff_and_error_rows(tmp_path):
-    class Flaky(Echo):
-        """429 twice for temperature 1 then fine; 500 for top_k 50."""
+def test_retries_are_the_backends_and_sweep_retries_pass_through(tmp_path):
+    """429s are retried by RemoteBackend's policy alone; ``sweep(retries=)`` sets how many times."""
+    import httpx
 
-        def __init__(self):
-            super().__init__(fail={"top_k": 50})
-            self.seen: dict[str, int] = {}
+    from gsexplore.backends.remote import RemoteBackend
 
-        async def achat(self, messages, params=None, **kw):
-            if params.temperature == 1:
-                k = params.cache_key()
-                self.seen[k] = self.seen.get(k, 0) + 1
-                if self.seen[k] <= 2:
-                    raise RateLimitError("slow down", status=429, retry_after=0.01)
-            if params.temperature == 2:
-                raise RateLimitError("never", status=429, retry_after=0.01)
-            return self._answer(messages, params)
+    sent: dict[tuple, int] = {}
 
-    b = Flaky()
-    df = sweep(b, "hola", grid={"temperature": [0, 1, 2], "top_k": [5, 50]}, repeats=2, progress=False,
-               store=str(tmp_path / "s.jsonl"), retries=3, backoff=0.01)
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        key = (body.get("temperature"), body.get("top_k"), body.get("seed"))
+        sent[key] = sent.get(key, 0) + 1
+        if body.get("top_k") == 50:
+            return httpx.Response(500, json={"error": {"message": "boom", "type": "InternalServerError",
+                                                       "code": 500}})
+        if body.get("temperature") == 2 or (body.get("temperature") == 1 and sent[key] <= 2):
+            return httpx.Response(429, headers={"Retry-After": "0"},
+                                  json={"error": {"message": "slow down", "type": "RateLimitError", "code": 429}})
+        return httpx.Response(200, json={"id": "x", "object": "chat.completion", "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+
+    b = RemoteBackend("http://127.0.0.1:9/v1", api_key="k", model="m", max_retries=0, backoff_s=0.001,
+                      async_transport=httpx.MockTransport(handler))
+    grid = {"temperature": [0, 1, 2], "top_k": [5, 50]}
+    df = sweep(b, "hola", grid=grid, repeats=2, progress=False, store=str(tmp_path / "s.jsonl"), retries=3,
+               backoff=0.001)
     assert len(df) == 12
     ok = df[df.error_type.isna()]
     assert set(zip(ok.temperature, ok.top_k)) == {(0.0, 5), (1.0, 5)}  # t=1 recovered after two 429s
     errs = df[df.error_type.notna()]
-    assert set(errs.error_type) == {"APIError", "RateLimitError"}
-    assert (errs[errs.temperature == 2].error_type == "RateLimitError").all()
-    assert "HTTP 500: boom" in set(errs.error_message)
+    assert set(errs.error_type) == {"ServerError", "RateLimitError"}
+    assert (errs[(errs.temperature == 2) & (errs.top_k == 5)].error_type == "RateLimitError").all()
     assert df.attrs["errors"] == 8
-    # rerun: only the failed requests are tried again; finished ones are not repeated
-    b2 = Echo()
-    df2 = sweep(b2, "hola", grid={"temperature": [0, 1, 2], "top_k": [5, 50]}, repeats=2, progress=False,
-                store=str(tmp_path / "s.jsonl"))
-    assert len(b2.calls) == 8 and df2.error_type.isna().all() and len(df2) == 12
+    # each request was sent 1 + retries times at most: one retry policy, not the sweep's on top of it
+    assert max(sent.values()) == 4 and all(n == 4 for (t, k, _), n in sent.items() if t == 2 or k == 50)
+    # retries=0 passes through too: a 429 is the row's error at once
+    sent.clear()
+    df0 = sweep(b, "hola", grid={"temperature": [1]}, progress=False, retries=0)
+    assert df0.error_type.tolist() == ["RateLimitError"] and list(sent.values()) == [1]
+    assert b.retry.max_retries == 0  # the backend itself is unchanged
+    b.close()
+    # rerun against a recovered server: only the failed requests are sent again
+    sent.clear()
+    fine = RemoteBackend("http://127.0.0.1:9/v1", api_key="k", model="m", async_transport=httpx.MockTransport(
+        lambda r: handler(r) if json.loads(r.content).get("temperature") == 0 and json.loads(r.content).get(
+            "top_k") == 5 else httpx.Response(200, json={"choices": [{"message": {"content": "ok"},
+                                                                      "finish_reason": "stop"}]})))
+    df2 = sweep(fine, "hola", grid=grid, repeats=2, progress=False, store=str(tmp_path / "s.jsonl"))
+    assert sum(sent.values()) == 0 and df2.error_type.isna().all() and len(df2) == 12
+    fine.close()
     with pytest.raises(APIError, match="boom"):
         sweep(Echo(fail={"top_k": 50}), "x", grid={"top_k": [5, 50]}, on_error="raise", progress=False)
 
@@ -250,7 +261,7 @@ def test_cancel_event_and_on_result_for_panels():
             cancel.set()  # a "stop" button
 
     class Local(Echo):
-        name = "local"
+        name, remote = "local", False  # one slot: one request at a time
 
     with pytest.warns(UserWarning, match="2 of 4 requests finished"):
         df = sweep(Local(), "hola", grid={"temperature": [0, 1]}, repeats=2, progress=False, cancel=cancel,
@@ -301,27 +312,26 @@ def tiny(tiny_backend):
 class Wrapped(Backend):
     """A real backend, counting calls; raises KeyboardInterrupt on call number `interrupt_at` (a crash)."""
 
-    def __init__(self, inner: Backend, interrupt_at: int | None = None) -> None:
+    def __init__(self, inner: Backend, interrupt_at: int | None = None, slots: int | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self.model = inner.model
+        self.slots = inner.slots if slots is None else slots
         self.interrupt_at = interrupt_at
         self.calls: list[tuple[str, Params]] = []
 
-    def chat(self, messages, params=None, **kw):
+    def _count(self, messages, params) -> None:
         self.calls.append((messages[-1]["content"], params))
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
-        return self.inner.chat(messages, params, **kw)
 
-    async def achat(self, messages, params=None, **kw):
-        return self.chat(messages, params, **kw)
+    def events(self, messages, params, *, streaming):
+        self._count(messages, params)
+        return self.inner.events(messages, params, streaming=streaming)
 
-    def stream(self, *a, **k):
-        return self.inner.stream(*a, **k)
-
-    def astream(self, *a, **k):
-        return self.inner.astream(*a, **k)
+    def aevents(self, messages, params, *, streaming):
+        self._count(messages, params)
+        return self.inner.aevents(messages, params, streaming=streaming)
 
     def info(self):
         return self.inner.info()
@@ -381,7 +391,7 @@ def test_interrupted_sweep_resumes_without_loss_or_repeats(tiny, tmp_path):
     store = str(tmp_path / "s.parquet")
     args = dict(prompts=["uno", "dos", "tres"], grid={"temperature": [0.5, 1.0]}, repeats=2,
                 base=Params(max_tokens=3, **NO_THINK), store=store, progress=False)
-    crashing = Wrapped(tiny, interrupt_at=6)
+    crashing = Wrapped(tiny, interrupt_at=6, slots=1)  # one at a time: 5 finish first
     with pytest.warns(UserWarning, match=r"interrupted: 5 of 12 requests finished, 7 remain; run the same sweep"):
         part = sweep(crashing, **args)
     assert len(part) == 5 and part.attrs["interrupted"] and part.attrs["remaining"] == 7

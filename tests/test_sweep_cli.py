@@ -72,7 +72,7 @@ def test_temperature_example_is_small():
 
     class Nothing(Backend):
         name, model = "local", "demo"
-        chat = achat = stream = astream = None  # type: ignore[assignment]
+        events = None  # type: ignore[assignment]
 
     sp = plan(Nothing(), _prompts(cfg), grid=cfg["grid"], repeats=cfg["repeats"], base=Params(**cfg["base"]))
     assert sp.completion_tokens_max <= 1000  # ~100 tokens/s on two cores for the demo model

@@ -58,7 +58,6 @@ length_penalty other than 1 (it only matters with beam search), logits_processor
 """
 from __future__ import annotations
 
-import asyncio
 import queue
 import secrets
 import threading
@@ -73,10 +72,11 @@ from .. import reasoning as _reasoning
 from .. import tools as _tools
 from .. import wire
 from ..chat_template import render_chat_template
-from ..completion import Completion, Messages
+from ..completion import Completion, Messages, Usage
 from ..errors import GSExploreError, ParamsError, UnsupportedParam
 from ..params import Params
 from .base import Backend, Delta, MessagesLike, merge_params, to_messages
+from .bridge import aiter_from_thread
 from .llama.engine import EngineError
 from .llama.hardware import ExtraBuffers, default_threads
 from .llama.loading import llama_cpp_module
@@ -84,7 +84,7 @@ from .llama.model import NEUTRAL_DEFAULTS, LoadedModel, gguf_sampling, load_mode
 from .llama.sampler import Constraint, Plan, TokenSampler
 from .llama.sequence import ChoiceOutput, EngineRequest
 
-__all__ = ["LocalBackend", "LocalRequest", "ChoiceOutput", "to_response_dict", "loaded_models", "unload_all"]
+__all__ = ["LocalBackend", "LocalRequest", "ChoiceOutput", "loaded_models", "unload_all"]
 
 BACKEND = "local"
 SAMPLING_EPS = 1e-5        # vLLM: temperature below this is greedy
@@ -148,27 +148,6 @@ def _unsupported(p: Params) -> None:
         no("extra_body", f"fields {sorted(p.extra_body)} are sent verbatim to a server and mean nothing locally")
 
 
-def to_response_dict(model: str, choices: Sequence[ChoiceOutput], prompt_tokens: int, *,
-                     prompt_logprobs: list[dict[str, Any] | None] | None = None,
-                     request_id: str | None = None, created: int | None = None,
-                     params: Params | None = None) -> dict[str, Any]:
-    """A vLLM-shaped ``chat.completion`` response (the server sends this as JSON); with ``params``
-    that offer tools, each choice's output goes through vLLM's tool handling (``gsexplore.tools``)."""
-    completion_tokens = sum(c.completion_tokens for c in choices)
-    p = params or Params()
-
-    def message(c: ChoiceOutput) -> tuple[dict[str, Any], str | None]:
-        content, calls, finish = _tools.tool_message(p, c.content, c.finish_reason)
-        return wire.message(content, c.reasoning_content, calls), finish
-
-    shaped = [message(c) for c in choices]
-    return wire.chat_response(
-        request_id or wire.new_id(), model,
-        [wire.choice(c.index, msg, c.logprobs, finish, c.stop_reason) for c, (msg, finish) in zip(choices, shaped)],
-        wire.usage_dict(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens),
-        prompt_logprobs, int(time.time()) if created is None else created)
-
-
 # ---------------------------------------------------------------------------
 # the backend
 
@@ -224,7 +203,6 @@ class LocalBackend(Backend):
     """
 
     name = BACKEND
-    sequential = True
 
     def __init__(self, model: str | Path, filename: str | None = None, n_gpu_layers: int = -1,
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int | None = None,
@@ -388,13 +366,8 @@ class LocalBackend(Backend):
             toks = toks[-p.truncate_prompt_tokens:]
         return np.asarray(toks, dtype=np.intc)
 
-    def _prepare(self, messages: MessagesLike | None, params: Params | None, overrides: dict[str, Any],
-                 streaming: bool, prompt: str | None = None) -> _Prepared:
+    def _prepare(self, messages: MessagesLike | None, p: Params, prompt: str | None = None) -> _Prepared:
         self._check_open()
-        p = merge_params(params, overrides)
-        if p.stream and not streaming:
-            raise ParamsError("stream=True: use LocalBackend.stream() / astream() to stream; "
-                              "chat() returns the whole answer", field="stream", value=True)
         _unsupported(p)
         self._check_model(p)
         lm = self._lm
@@ -494,12 +467,10 @@ class LocalBackend(Backend):
             as_token_ids=bool(p.return_tokens_as_token_ids), n=int(p.n or 1),
             base_seed=int(seed), seeded=seeded)
 
-    # --- generation ------------------------------------------------------------
-
-    # --- generation ------------------------------------------------------------
+    # --- generation (chat, achat, stream, astream: see Backend) -------------------
     def submit(self, messages: MessagesLike | None, params: Params | None = None, *,
-               on_event: Callable[[Any], None] | None = None, streaming: bool = False,
-               prompt: str | None = None, **overrides: Any) -> LocalRequest:
+               on_event: Callable[[Any], None] | None = None, prompt: str | None = None,
+               **overrides: Any) -> LocalRequest:
         """Queue a request in the engine and return its handle at once (``.result()``, ``.cancel()``).
 
         ``prompt``: a raw prompt text used as it is (no chat template; ``messages`` None),
@@ -509,7 +480,7 @@ class LocalBackend(Backend):
         at the end, the "done" Delta or an exception; without it the events are
         kept for ``events()`` / ``result()``. Validation errors raise here.
         """
-        prep = self._prepare(messages, params, overrides, streaming=streaming, prompt=prompt)
+        prep = self._prepare(messages, merge_params(params, overrides), prompt=prompt)
         handle = LocalRequest(self, prep, on_event)
         plan = prep.plan
         lm = self._lm
@@ -521,74 +492,64 @@ class LocalBackend(Backend):
         lm.engine.submit(er, plan.n, plan.base_seed)
         return handle
 
-    def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
-        """Generate the answer (all ``n`` choices in ``.choices``); see the module doc for semantics."""
-        c = self.submit(messages, params, **overrides).result()
-        c.ttft_s = None  # only meaningful when streamed
-        for ch in c.choices:
-            ch.ttft_s = None
-        return c
+    def events(self, messages: MessagesLike | None, params: Params, *, streaming: bool,
+               prompt: str | None = None) -> Iterator[Delta]:
+        """The request's Deltas as the engine makes them, then "done"; see the module doc for semantics.
 
-    async def achat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
-        """Async twin of `chat`: awaits the engine (no thread per call)."""
-        done = None
-        async for d in self.astream(messages, params, _streaming=False, **overrides):
-            if d.kind == "done":
-                done = d.completion
-        assert done is not None
-        done.ttft_s = None
-        for ch in done.choices:
-            ch.ttft_s = None
-        return done
-
-    def stream(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Iterator[Delta]:
-        """Yield reasoning/content Deltas as they are generated, then a "done" Delta with the Completion.
-
-        Closing the iterator early (``break``, garbage collection) cancels the request:
-        its slots are freed at the engine's next step.
+        ``prompt``: a raw prompt instead of messages (see `submit`). Closing the iterator
+        early (``break``, garbage collection) cancels the request: its slots are freed
+        at the engine's next step. The engine generates the same way whether or not
+        the caller streams.
         """
-        return self.submit(messages, params, streaming=True, **overrides).events()
+        return self.submit(messages, params, prompt=prompt).events()
 
-    async def astream(self, messages: MessagesLike, params: Params | None = None,
-                      **overrides: Any) -> AsyncIterator[Delta]:
-        """Async twin of `stream`: Deltas arrive on the event loop from the engine's thread."""
-        streaming = overrides.pop("_streaming", True)
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        handle = self.submit(messages, params, streaming=streaming,
-                             on_event=lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev), **overrides)
-        try:
-            while True:
-                ev = await q.get()
-                if isinstance(ev, BaseException):
-                    raise ev
-                yield ev
-                if ev.kind == "done":
-                    return
-        finally:
-            handle.cancel()
+    def aevents(self, messages: MessagesLike | None, params: Params, *, streaming: bool,
+                prompt: str | None = None) -> AsyncIterator[Delta]:
+        """Async twin of `events`: Deltas arrive on the event loop from the engine's thread (no thread per call)."""
+        def start(emit: Callable[[Any], None]) -> Callable[[], None]:
+            return self.submit(messages, params, prompt=prompt, on_event=emit).cancel
+
+        return aiter_from_thread(start, lambda ev: isinstance(ev, Delta) and ev.kind == "done")
+
+    def prompt_token_count(self, messages: MessagesLike, params: Params | None = None) -> int:
+        """The prompt's tokens (chat template, add_special_tokens and truncate_prompt_tokens applied)."""
+        return len(self.prompt_token_ids(messages, params))
 
     def _completion(self, prep: _Prepared, er: EngineRequest) -> Completion:
-        """The Completion of a finished engine request."""
+        """The Completion of a finished engine request (vLLM's tool handling applied to each choice)."""
         lm = self._lm
         plan = prep.plan
+        p = prep.params
         outs = [o for o in er.outs if o is not None]
         latency = time.perf_counter() - er.t0
         ttft = None if er.first_token_t is None else er.first_token_t - er.t0
-        raw = to_response_dict(self.model, outs, len(prep.prompt_ids), prompt_logprobs=er.prompt_logprobs,
-                               params=prep.params)
-        c = Completion.from_response(raw, backend=BACKEND, params=prep.params, messages=prep.messages,
-                                     latency_s=latency, ttft_s=ttft)
-        for ch, o in zip(c.choices, outs):
-            ch.usage = _usage_copy(ch.usage, o.reasoning_tokens)
-            ch.info = {"sampling_defaults": dict(lm.defaults), "seed": o.seed, "seeded": plan.seeded,
-                       "prompt_text": prep.prompt_text, "token_ids": o.token_ids,
-                       "prompt_token_ids": prep.prompt_ids.tolist(),
-                       "prompt_tokens_evaluated": er.prompt_tokens_evaluated}
+        n_prompt = len(prep.prompt_ids)
+        completion_tokens = sum(o.completion_tokens for o in outs)
+        id_ = wire.new_id()
+        choices = []
+        for o in outs:
+            content, calls, finish = _tools.tool_message(p, o.content, o.finish_reason)
+            info: dict[str, Any] = {
+                "sampling_defaults": dict(lm.defaults), "seed": o.seed, "seeded": plan.seeded,
+                "prompt_text": prep.prompt_text, "token_ids": o.token_ids,
+                "prompt_token_ids": prep.prompt_ids.tolist(),
+                "prompt_tokens_evaluated": er.prompt_tokens_evaluated}
             if o.constraint_accepting is not None:
-                ch.info["constraint_accepting"] = o.constraint_accepting
-                ch.info.update(guided_engine_info(_constraint_params(prep.params)))
-        return c
+                info["constraint_accepting"] = o.constraint_accepting
+                info.update(guided_engine_info(_constraint_params(p)))
+            choices.append(Completion(
+                content=content, reasoning_content=o.reasoning_content, finish_reason=finish,
+                stop_reason=o.stop_reason, tool_calls=calls, logprobs=o.logprobs,
+                usage=Usage(n_prompt, completion_tokens, n_prompt + completion_tokens, o.reasoning_tokens),
+                prompt_logprobs=er.prompt_logprobs, latency_s=latency, ttft_s=ttft, backend=BACKEND,
+                model=self.model, params=p, messages=list(prep.messages), index=o.index, id=id_, info=info))
+        if not choices:  # nothing generated (cancelled before any choice started)
+            choices.append(Completion(content=None, usage=Usage(n_prompt, 0, n_prompt), latency_s=latency,
+                                      backend=BACKEND, model=self.model, params=p,
+                                      messages=list(prep.messages), id=id_))
+        for c in choices:
+            c.choices = choices
+        return choices[0]
 
     def clear_cache(self) -> None:
         """Empty the KV cache of idle slots: the next prompt is evaluated from scratch."""
@@ -599,7 +560,7 @@ class LocalBackend(Backend):
     def next_token_logits(self, messages: MessagesLike, params: Params | None = None,
                           **overrides: Any) -> np.ndarray:
         """The model's raw logits for the first answer token (a float32 copy)."""
-        prep = self._prepare(messages, params, overrides, streaming=False)
+        prep = self._prepare(messages, merge_params(params, overrides))
         handle = LocalRequest(self, prep, None)
         er = EngineRequest(prompt_ids=prep.prompt_ids, plan=prep.plan, params=prep.params,
                            parser_on=prep.parser_on, make_constraint=lambda: None, sink=handle._sink,
@@ -737,9 +698,3 @@ def _user_error(exc: BaseException) -> BaseException:
     if isinstance(exc, (GSExploreError, ValueError)):
         return exc
     return EngineError(f"local generation failed: {exc}")
-
-
-def _usage_copy(u: Any, reasoning_tokens: int | None) -> Any:
-    from ..completion import Usage
-
-    return Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, reasoning_tokens)

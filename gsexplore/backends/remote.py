@@ -9,6 +9,7 @@ server echoes back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -88,7 +89,7 @@ class RemoteBackend(Backend):
     """
 
     name = "remote"
-    retries_rate_limits = True
+    remote = True
 
     def __init__(
         self,
@@ -133,43 +134,35 @@ class RemoteBackend(Backend):
         # one AsyncClient and semaphore per event loop (a notebook's loop, a sweep's thread, asyncio.run)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncPool] = weakref.WeakKeyDictionary()
 
-    # --- the public surface -------------------------------------------------
-    def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
-        """One request; all n choices in `.choices`. With `stream=True` it streams and measures ttft."""
-        p, msgs, body = self._prepare(messages, params, overrides)
-        if p.stream:
-            return _last(self._stream(p, msgs, body))
-        t0 = time.perf_counter()
-        resp = self._send("POST", "/chat/completions", body)
-        data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
-        return self._completion(data, p, msgs, time.perf_counter() - t0)
+    # --- the event stream (chat, achat, stream, astream: see Backend) -------------
+    def events(self, messages: MessagesLike, params: Params, *, streaming: bool) -> Iterator[Delta]:
+        """One request: SSE deltas when ``streaming``, else one POST whose answer comes as Deltas at once."""
+        p, msgs, body = self._prepare(messages, params, streaming)
+        if streaming:
+            return self._stream(p, msgs, body)
+        return self._post(p, msgs, body)
 
-    async def achat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
-        """Async twin of `chat`; at most `max_concurrency` requests in flight per backend."""
-        p, msgs, body = self._prepare(messages, params, overrides)
-        if p.stream:
-            last = None
-            async for last in self._astream(p, msgs, body):
-                pass
-            assert last is not None and last.completion is not None
-            return last.completion
+    async def aevents(self, messages: MessagesLike, params: Params, *, streaming: bool) -> AsyncIterator[Delta]:
+        """Async twin of `events`; at most ``max_concurrency`` requests in flight per backend."""
+        p, msgs, body = self._prepare(messages, params, streaming)
+        if streaming:
+            async for d in self._astream(p, msgs, body):
+                yield d
+            return
         client, sem = self._async_state()
         async with sem:
             t0 = time.perf_counter()
             resp = await self._asend(client, "POST", "/chat/completions", body)
             latency = time.perf_counter() - t0
         data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
-        return self._completion(data, p, msgs, latency)
+        for d in self._whole(data, p, msgs, latency, ttft=None):
+            yield d
 
-    def stream(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Iterator[Delta]:
-        """Reasoning and content deltas as they arrive, then a "done" Delta with the Completion."""
-        p, msgs, body = self._prepare(messages, params, overrides, stream=True)
-        return self._stream(p, msgs, body)
-
-    def astream(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> AsyncIterator[Delta]:
-        """Async twin of `stream`."""
-        p, msgs, body = self._prepare(messages, params, overrides, stream=True)
-        return self._astream(p, msgs, body)
+    def _post(self, p: Params, msgs: Messages, body: dict[str, Any]) -> Iterator[Delta]:
+        t0 = time.perf_counter()
+        resp = self._send("POST", "/chat/completions", body)
+        data = parse_json_body(resp.content, resp.status_code, resp.headers, self._secret)
+        yield from self._whole(data, p, msgs, time.perf_counter() - t0, ttft=None)
 
     def models(self) -> list[str]:
         """Ids of the models the server offers (GET {base_url}/models)."""
@@ -187,7 +180,7 @@ class RemoteBackend(Backend):
     def request_body(self, messages: MessagesLike, params: Params | None = None, *, stream: bool = False,
                      **overrides: Any) -> dict[str, Any]:
         """The JSON body this backend would POST (no key in it)."""
-        return self._prepare(messages, params, overrides, stream=stream)[2]
+        return self._prepare(messages, merge_params(params, overrides), stream)[2]
 
     def to_code(self, messages: MessagesLike, params: Params | None = None, lang: str = "python",
                 **overrides: Any) -> str:
@@ -256,9 +249,8 @@ class RemoteBackend(Backend):
     def _secret(self) -> str | None:
         return self._auth.secret
 
-    def _prepare(self, messages: MessagesLike, params: Params | None, overrides: dict[str, Any],
+    def _prepare(self, messages: MessagesLike, p: Params,
                  stream: bool = False) -> tuple[Params, Messages, dict[str, Any]]:
-        p = merge_params(params, overrides)
         if stream and not p.stream:
             p = p.replace(stream=True)  # validates stream-only rules (prompt_logprobs, beam search)
         msgs = to_messages(messages)
@@ -350,15 +342,24 @@ class RemoteBackend(Backend):
 
     def _next_delay(self, err: APIError, attempt: int, path: str) -> float:
         """Seconds before the next try, or raise `err` when it is not retried."""
-        if not self.retry.should_retry(err, attempt):
+        policy = self._policy()
+        if not policy.should_retry(err, attempt):
             if attempt:
                 err.args = (f"{err.args[0]} (gave up after {attempt + 1} attempts)",)
             err.attempts = attempt + 1  # type: ignore[attr-defined]
             raise err
-        delay = self.retry.delay(err, attempt)
+        delay = policy.delay(err, attempt)
         log.info("%s %s failed (%s: %s); retry %d of %d in %.2f s", "request", path, type(err).__name__,
-                 err.message, attempt + 1, self.retry.max_retries, delay)
+                 err.message, attempt + 1, policy.max_retries, delay)
         return delay
+
+    def _policy(self) -> RetryPolicy:
+        """This backend's retry policy, or the one a caller set with `gsexplore.backends.base.retrying`."""
+        o = self.retry_override()
+        if o is None or (o.max_retries is None and o.backoff_s is None):
+            return self.retry
+        return dataclasses.replace(self.retry, **({} if o.max_retries is None else {"max_retries": o.max_retries}),
+                                   **({} if o.backoff_s is None else {"base_s": o.backoff_s}))
 
     def _transport_error(self, exc: httpx.TransportError) -> APIError:
         detail = scrub(str(exc) or type(exc).__name__, self._secret)
@@ -394,7 +395,8 @@ class RemoteBackend(Backend):
         try:
             if not _is_event_stream(resp):  # a server that ignored "stream": true
                 data = parse_json_body(resp.read(), resp.status_code, resp.headers, self._secret)
-                yield from self._whole(data, p, msgs, time.perf_counter() - t0)
+                latency = time.perf_counter() - t0
+                yield from self._whole(data, p, msgs, latency, ttft=latency)
                 return
             try:
                 for data in iter_sse_data(resp.iter_lines()):
@@ -420,7 +422,7 @@ class RemoteBackend(Backend):
             try:
                 if not _is_event_stream(resp):
                     data = parse_json_body(await resp.aread(), resp.status_code, resp.headers, self._secret)
-                    for d in self._whole(data, p, msgs, time.perf_counter() - t0):
+                    for d in self._whole(data, p, msgs, time.perf_counter() - t0, ttft=time.perf_counter() - t0):
                         yield d
                     return
                 try:
@@ -445,8 +447,10 @@ class RemoteBackend(Backend):
         c = self._completion(asm.response(), p, msgs, latency, ttft)
         return Delta("done", index=c.index, completion=c)
 
-    def _whole(self, data: dict[str, Any], p: Params, msgs: Messages, latency: float) -> Iterator[Delta]:
-        c = self._completion(data, p, msgs, latency, ttft=latency)
+    def _whole(self, data: dict[str, Any], p: Params, msgs: Messages, latency: float,
+               ttft: float | None) -> Iterator[Delta]:
+        """The Deltas of a whole (non-streamed) answer, then "done"."""
+        c = self._completion(data, p, msgs, latency, ttft=ttft)
         for ch in c.choices:
             if ch.reasoning_content:
                 yield Delta("reasoning", ch.reasoning_content, ch.index)
@@ -499,12 +503,3 @@ async def _aiter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 def _is_event_stream(resp: httpx.Response) -> bool:
     ctype = resp.headers.get("content-type", "")
     return "text/event-stream" in ctype or not ctype.startswith("application/json")
-
-
-def _last(deltas: Iterator[Delta]) -> Completion:
-    last = None
-    for last in deltas:
-        pass
-    assert last is not None and last.completion is not None
-    return last.completion
-

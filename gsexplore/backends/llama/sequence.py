@@ -26,7 +26,7 @@ __all__ = ["ChoiceOutput", "EngineRequest", "Sequence"]
 
 @dataclass
 class ChoiceOutput:
-    """One finished choice, as ``to_response_dict`` needs it."""
+    """One finished choice, as the backend builds its Completion from it."""
 
     index: int
     content: str | None
