@@ -7,10 +7,11 @@ and differ only where bytes move.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,12 +237,19 @@ class SSEDecoder:
 def iter_sse_data(lines: Iterable[str]) -> Iterator[str]:
     """The `data` of each event in a stream of SSE lines (multi-line data joined with newlines)."""
     dec = SSEDecoder()
-    for line in lines:
+    for line in itertools.chain(lines, [""]):  # a last blank line ends an unterminated event
         data = dec.line(line)
         if data is not None:
             yield data
-    data = dec.flush()
-    if data is not None:
+
+
+async def aiter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Async twin of `iter_sse_data`."""
+    dec = SSEDecoder()
+    async for line in lines:
+        if (data := dec.line(line)) is not None:
+            yield data
+    if (data := dec.flush()) is not None:
         yield data
 
 

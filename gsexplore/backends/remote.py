@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ from ..completion import Completion, Messages
 from ..errors import APIConnectionError, APIError, APITimeoutError, AuthenticationError, ParamsError
 from ..params import Params
 from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL, KEY_ENV, Spelling
-from ._http import RetryPolicy, SSEDecoder, StreamAssembler, error_for_status, iter_sse_data, parse_json_body, scrub
+from ._http import (RetryPolicy, StreamAssembler, aiter_sse_data, error_for_status, iter_sse_data,
+                    parse_json_body, scrub)
 from .base import Backend, Delta, MessagesLike, merge_params, to_messages
 
 log = logging.getLogger("gsexplore.remote")
@@ -299,46 +301,40 @@ class RemoteBackend(Backend):
     def _send(self, method: str, path: str, body: dict[str, Any] | None, stream: bool = False) -> httpx.Response:
         client = self._sync_client()
         log.debug("%s %s%s", method, self.base_url, path)
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
                 resp = client.send(client.build_request(method, self._url(path), json=body), stream=stream)
-            except httpx.TransportError as exc:
-                err = self._transport_error(exc)
-            else:
                 if resp.status_code < 400:
                     return resp
                 try:
-                    content = resp.read()
+                    err = self._status_error(resp, resp.read())
                 finally:
                     resp.close()
-                err = error_for_status(resp.status_code, content, resp.headers,
-                                       reason=resp.reason_phrase, secret=self._secret)
-            delay = self._next_delay(err, attempt, path)
-            time.sleep(delay)
-            attempt += 1
+            except httpx.TransportError as exc:
+                err = self._transport_error(exc)
+            time.sleep(self._next_delay(err, attempt, path))
+        raise AssertionError("unreachable")
 
     async def _asend(self, client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None,
                      stream: bool = False) -> httpx.Response:
         log.debug("%s %s%s", method, self.base_url, path)
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
                 resp = await client.send(client.build_request(method, self._url(path), json=body), stream=stream)
-            except httpx.TransportError as exc:
-                err = self._transport_error(exc)
-            else:
                 if resp.status_code < 400:
                     return resp
                 try:
-                    content = await resp.aread()
+                    err = self._status_error(resp, await resp.aread())
                 finally:
                     await resp.aclose()
-                err = error_for_status(resp.status_code, content, resp.headers,
-                                       reason=resp.reason_phrase, secret=self._secret)
-            delay = self._next_delay(err, attempt, path)
-            await asyncio.sleep(delay)
-            attempt += 1
+            except httpx.TransportError as exc:
+                err = self._transport_error(exc)
+            await asyncio.sleep(self._next_delay(err, attempt, path))
+        raise AssertionError("unreachable")
+
+    def _status_error(self, resp: httpx.Response, content: bytes) -> APIError:
+        return error_for_status(resp.status_code, content, resp.headers, reason=resp.reason_phrase,
+                                secret=self._secret)
 
     def _next_delay(self, err: APIError, attempt: int, path: str) -> float:
         """Seconds before the next try, or raise `err` when it is not retried."""
@@ -390,54 +386,44 @@ class RemoteBackend(Backend):
     def _stream(self, p: Params, msgs: Messages, body: dict[str, Any]) -> Iterator[Delta]:
         t0 = time.perf_counter()
         resp = self._send("POST", "/chat/completions", body, stream=True)
-        asm = StreamAssembler(request_id=resp.headers.get("x-request-id"), secret=self._secret)
-        ttft = None
+        run = _StreamRun(self, p, msgs, resp, t0)
         try:
             if not _is_event_stream(resp):  # a server that ignored "stream": true
-                data = parse_json_body(resp.read(), resp.status_code, resp.headers, self._secret)
-                latency = time.perf_counter() - t0
-                yield from self._whole(data, p, msgs, latency, ttft=latency)
+                yield from run.whole(resp.read())
                 return
             try:
                 for data in iter_sse_data(resp.iter_lines()):
-                    for d in asm.feed(data):
-                        if ttft is None:
-                            ttft = time.perf_counter() - t0
-                        yield d
-                    if asm.done:
+                    yield from run.feed(data)
+                    if run.asm.done:
                         break
             except httpx.TransportError as exc:
-                raise self._stream_error(exc, asm) from None
+                raise self._stream_error(exc, run.asm) from None
         finally:
             resp.close()
-        yield self._finish(asm, p, msgs, time.perf_counter() - t0, ttft)
+        yield run.finish()
 
     async def _astream(self, p: Params, msgs: Messages, body: dict[str, Any]) -> AsyncIterator[Delta]:
         client, sem = self._async_state()
         async with sem:
             t0 = time.perf_counter()
             resp = await self._asend(client, "POST", "/chat/completions", body, stream=True)
-            asm = StreamAssembler(request_id=resp.headers.get("x-request-id"), secret=self._secret)
-            ttft = None
+            run = _StreamRun(self, p, msgs, resp, t0)
             try:
                 if not _is_event_stream(resp):
-                    data = parse_json_body(await resp.aread(), resp.status_code, resp.headers, self._secret)
-                    for d in self._whole(data, p, msgs, time.perf_counter() - t0, ttft=time.perf_counter() - t0):
+                    for d in run.whole(await resp.aread()):
                         yield d
                     return
                 try:
-                    async for data in _aiter_sse_data(resp.aiter_lines()):
-                        for d in asm.feed(data):
-                            if ttft is None:
-                                ttft = time.perf_counter() - t0
+                    async for data in aiter_sse_data(resp.aiter_lines()):
+                        for d in run.feed(data):
                             yield d
-                        if asm.done:
+                        if run.asm.done:
                             break
                 except httpx.TransportError as exc:
-                    raise self._stream_error(exc, asm) from None
+                    raise self._stream_error(exc, run.asm) from None
             finally:
                 await resp.aclose()
-        yield self._finish(asm, p, msgs, time.perf_counter() - t0, ttft)
+        yield run.finish()
 
     def _finish(self, asm: StreamAssembler, p: Params, msgs: Messages, latency: float,
                 ttft: float | None) -> Delta:
@@ -457,6 +443,33 @@ class RemoteBackend(Backend):
             if ch.content:
                 yield Delta("content", ch.content, ch.index)
         yield Delta("done", index=c.index, completion=c)
+
+
+class _StreamRun:
+    """One streamed answer being read: its assembler, its clock and time to first token."""
+
+    def __init__(self, backend: RemoteBackend, p: Params, msgs: Messages, resp: httpx.Response, t0: float) -> None:
+        self.backend, self.p, self.msgs, self.t0 = backend, p, msgs, t0
+        self.asm = StreamAssembler(request_id=resp.headers.get("x-request-id"), secret=backend._secret)
+        self.resp = resp
+        self.ttft: float | None = None
+
+    def feed(self, data: str) -> list[Delta]:
+        """The Deltas of one SSE event (the first one stamps the time to first token)."""
+        out = self.asm.feed(data)
+        if out and self.ttft is None:
+            self.ttft = time.perf_counter() - self.t0
+        return out
+
+    def whole(self, content: bytes) -> Iterator[Delta]:
+        """A server that ignored "stream": true answered with one JSON body."""
+        r = self.resp
+        data = parse_json_body(content, r.status_code, r.headers, self.backend._secret)
+        latency = time.perf_counter() - self.t0
+        return self.backend._whole(data, self.p, self.msgs, latency, ttft=latency)
+
+    def finish(self) -> Delta:
+        return self.backend._finish(self.asm, self.p, self.msgs, time.perf_counter() - self.t0, self.ttft)
 
 
 class _AsyncPool:
@@ -486,18 +499,6 @@ class _AsyncPool:
     async def aclose(self) -> None:
         for c in self.clients:
             await c.aclose()
-
-
-async def _aiter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Async twin of `iter_sse_data`."""
-    dec = SSEDecoder()
-    async for line in lines:
-        data = dec.line(line)
-        if data is not None:
-            yield data
-    data = dec.flush()
-    if data is not None:
-        yield data
 
 
 def _is_event_stream(resp: httpx.Response) -> bool:
