@@ -259,7 +259,7 @@ def _sha(*parts: Any) -> str:
 
 def cell_id(backend: Backend, messages: list[dict[str, Any]], params: Params) -> str:
     """Stable id of one setting on one prompt on one backend (12 hex digits)."""
-    return _sha(getattr(backend, "name", ""), getattr(backend, "model", ""), messages, params.cache_key())[:12]
+    return _sha(backend.name, backend.model, messages, params.cache_key())[:12]
 
 
 def derive_seed(cell: str, repeat: int, sweep_seed: int) -> int:
@@ -367,7 +367,7 @@ def plan(
                 for r in range(repeats):
                     rp = p if fixed_seed else p.replace(seed=derive_seed(cid, r, seed))
                     cells.append(Cell(bi, b, pr, rp, r, cid))
-    sweep_id = _sha("sweep", [(getattr(b, "name", ""), getattr(b, "model", "")) for b in blist],
+    sweep_id = _sha("sweep", [(b.name, b.model) for b in blist],
                     [pr.messages for pr in plist], [p.cache_key() for _, p in settings], seed)[:10]
     done = done or set()
     todo = [c for c in cells if c.key not in done]
@@ -513,7 +513,7 @@ def _backend_info(b: Backend, secrets: list[str]) -> dict[str, Any]:
     try:
         info = b.info()
     except Exception as exc:  # info is for the record; a failure must not stop the sweep
-        info = {"backend": getattr(b, "name", ""), "model": getattr(b, "model", ""), "info_error": str(exc)}
+        info = {"backend": b.name, "model": b.model, "info_error": str(exc)}
     return _sanitise(info, secrets)
 
 
