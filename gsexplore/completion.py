@@ -35,6 +35,15 @@ def to_messages(messages: MessagesLike) -> Messages:
     return [dict(m) for m in messages]
 
 
+def last_user_text(messages: Messages) -> str:
+    """The content of the last user message ("" when there is none); non-text content as JSON."""
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
+    return ""
+
+
 @dataclass
 class Usage:
     """Token counts; reasoning_tokens is counted by gsexplore when the server does not say."""
@@ -151,11 +160,7 @@ class Completion:
     @property
     def prompt(self) -> str:
         """The text of the last user message."""
-        for m in reversed(self.messages):
-            if m.get("role") == "user":
-                c = m.get("content")
-                return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
-        return ""
+        return last_user_text(self.messages)
 
     def tokens(self) -> Any:
         """The generated tokens with probabilities, ranks, entropies and alternatives (`gsexplore.tokens.Tokens`)."""

@@ -43,7 +43,7 @@ import pandas as pd
 
 __all__ = ["METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
            "distinct_n", "pairwise_similarity", "row_metrics", "group_metrics", "add_metrics",
-           "mean_ci", "metric_kind", "metric_values", "summarize", "varied_params"]
+           "mean_ci", "metric_kind", "metric_values", "summarize", "varied_params", "with_metric"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -280,15 +280,26 @@ def metric_kind(metric: str, values: Iterable[Any] | None = None) -> str:
     return "rate" if is_binary(pd.to_numeric(s, errors="coerce")) else "mean"
 
 
-def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
-    """The metric's values as floats: metrics added on demand, one per cell for group metrics."""
+def with_metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``df`` with the column ``metric`` (metrics added on demand), one row per cell for a group metric.
+
+    Raises:
+        KeyError: ``metric`` is neither a column of ``df`` nor a metric.
+    """
     if metric not in df.columns:
         if metric not in METRICS:
-            raise KeyError(f"unknown metric or column {metric!r}; metrics: {', '.join(METRICS)}")
+            raise KeyError(f"unknown metric or column {metric!r}: neither a column nor a metric "
+                           f"({', '.join(METRICS)})")
         df = add_metrics(df)
     if metric in METRICS and METRICS[metric].level == "group" and "cell_id" in df.columns:
         df = df.drop_duplicates("cell_id")
-    return pd.to_numeric(df[metric].astype("object"), errors="coerce").astype("float64")
+    return df
+
+
+def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """The metric's values as floats: metrics added on demand, one per cell for group metrics."""
+    values = with_metric(df, metric)[metric]
+    return pd.to_numeric(values.astype("object"), errors="coerce").astype("float64")
 
 
 def mean_ci(values: Iterable[float], metric: str | None = None, seed: int = 0) -> tuple[int, float, float, float, float]:

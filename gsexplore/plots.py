@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .metrics import MEASURES, METRICS, add_metrics, mean_ci
+from .metrics import MEASURES, METRICS, mean_ci, with_metric
 
 __all__ = ["plot", "line", "distribution", "heatmap", "forest", "plot_backends", "save"]
 
@@ -72,13 +72,7 @@ def _prepare(df: pd.DataFrame, y: str, needs: Sequence[str | None]) -> pd.DataFr
     for c in needs:
         if c is not None and c not in df.columns:
             raise KeyError(f"column {c!r} not in the DataFrame")
-    if y not in df.columns:
-        if y not in METRICS:
-            raise KeyError(f"{y!r} is neither a column nor a metric ({', '.join(METRICS)})")
-        df = add_metrics(df)
-    if y in METRICS and METRICS[y].level == "group" and "cell_id" in df.columns:
-        df = df.drop_duplicates("cell_id")
-    return df
+    return with_metric(df, y)
 
 
 def _levels(s: pd.Series) -> list[Any]:

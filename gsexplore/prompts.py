@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from .completion import last_user_text
 from .errors import ParamsError
 
 __all__ = ["Prompt", "PromptsLike", "data_dir", "list_prompt_sets", "load_prompts"]
@@ -33,11 +34,7 @@ class Prompt:
     @property
     def text(self) -> str:
         """The text of the last user message (what tables show as `prompt`)."""
-        for m in reversed(self.messages):
-            if m.get("role") == "user":
-                c = m.get("content")
-                return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
-        return ""
+        return last_user_text(self.messages)
 
     @property
     def key(self) -> str:

@@ -137,11 +137,12 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-def reasoning_ended_in_prompt(prompt_ids: Sequence[int], start_id: int, end_id: int) -> bool:
+def reasoning_ended_in_prompt(prompt_ids: Sequence[int], start_id: int | None, end_id: int) -> bool:
     """True when the prompt's last think tag is ``</think>`` (vLLM's prompt_is_reasoning_end).
 
     Qwen3's template with ``enable_thinking=False`` ends the prompt with an empty,
-    closed think block: the answer is then all content.
+    closed think block: the answer is then all content. ``start_id`` None: a
+    vocabulary without ``<think>``, where only ``</think>`` is looked for.
     """
     for tok in reversed(prompt_ids):
         if tok == start_id:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import GSExploreError, ParamsError
 from ..params import Params
+from ..reasoning import reasoning_ended_in_prompt
 from .grammar import _LOG_LEVEL, ENGINE, GrammarSpec, _format_error, _llg, validate
 from .tokenizer import GuidedTokenizer, tokenizer_for
 
@@ -241,15 +242,11 @@ class Constraint:
 
 
 def is_reasoning_end(token_ids: Sequence[int], think_start: int | None, think_end: int | None) -> bool:
-    """vLLM's ``is_reasoning_end``: the last think token in ``token_ids`` is ``</think>``."""
-    if think_end is None:
-        return True
-    for t in reversed(token_ids):
-        if t == think_start:
-            return False
-        if t == think_end:
-            return True
-    return False
+    """vLLM's ``is_reasoning_end``: the last think token in ``token_ids`` is ``</think>``.
+
+    Always True for a vocabulary without ``</think>`` (nothing to wait for).
+    """
+    return think_end is None or reasoning_ended_in_prompt(token_ids, think_start, think_end)
 
 
 def compile_constraint(params: Params, tokenizer: GuidedTokenizer, *,

@@ -7,6 +7,7 @@ import os
 import re
 import unicodedata
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -76,14 +77,8 @@ def grammar_spec(params: Params) -> GrammarSpec | None:
     sem = "guidance" if backend == "guidance" else "xgrammar"
     if kind == "guided_json":
         field_ = "guided_json" if params.guided_json is not None else "response_format"
-        schema = schema_of(params)
-        fallback, notes = "", ()
-        if sem == "xgrammar":
-            try:
-                schema, warns = xgr.strict_schema(schema)
-                notes = tuple(warns)
-            except xgr.XgrammarUnsupported as e:
-                sem, fallback = _fall_back(backend, field_, params, f"the JSON schema uses {e}")
+        schema, sem, fallback, notes = _in_language(
+            schema_of(params), sem, xgr.strict_schema, _same, backend, field_, params, "the JSON schema uses")
         # key order matters: llguidance emits properties in the order the schema lists them
         text = json.dumps(schema, ensure_ascii=False)
         return GrammarSpec(kind, field_, _json_grammar(text, ws), text, sem, fallback, notes)
@@ -92,15 +87,8 @@ def grammar_spec(params: Params) -> GrammarSpec | None:
         return GrammarSpec(kind, "response_format", _json_grammar(text, ws), text, sem)
     if kind == "guided_regex":
         rx = params.guided_regex or ""
-        fallback, notes = "", ()
-        if sem == "xgrammar":
-            try:
-                rust, warns = xgr.regex_to_rust(rx)
-                notes = tuple(warns)
-            except xgr.XgrammarUnsupported as e:
-                sem, fallback = _fall_back(backend, kind, params, f"the regex has {e}")
-        if sem == "guidance":
-            rust = python_regex_to_rust(rx)
+        rust, sem, fallback, notes = _in_language(
+            rx, sem, xgr.regex_to_rust, python_regex_to_rust, backend, kind, params, "the regex has")
         return GrammarSpec(kind, kind, _regex_grammar(rust), rx, sem, fallback, notes)
     if kind == "guided_choice":
         choices = list(params.guided_choice or [])
@@ -152,6 +140,33 @@ def _fall_back(backend: str, field_: str, params: Params, why: str) -> tuple[str
                           "guidance as vLLM does, or ask for 'guidance'",
                           field=field_, value=getattr(params, field_))
     return "guidance", f"{why}, which xgrammar rejects: vLLM's 'auto' uses guidance"
+
+
+def _in_language(
+    value: Any, sem: str,
+    to_xgrammar: Callable[[Any], tuple[Any, list[str]]], to_guidance: Callable[[Any], Any],
+    backend: str, field_: str, params: Params, what: str,
+) -> tuple[Any, str, str, tuple[str, ...]]:
+    """``value`` (a schema, a regex) translated for llguidance in the language ``sem``.
+
+    Returns ``(translated, semantics, fallback, notes)``. With ``sem="xgrammar"``,
+    ``to_xgrammar`` translates it (and its warnings become the notes); when it
+    raises XgrammarUnsupported, :func:`_fall_back` decides (``what`` starts its
+    reason) and ``to_guidance`` translates it instead.
+    """
+    fallback = ""
+    if sem == "xgrammar":
+        try:
+            out, warns = to_xgrammar(value)
+            return out, sem, fallback, tuple(warns)
+        except xgr.XgrammarUnsupported as e:
+            sem, fallback = _fall_back(backend, field_, params, f"{what} {e}")
+    return to_guidance(value), sem, fallback, ()
+
+
+def _same(value: Any) -> Any:
+    """The identity: a JSON schema needs no translation for guidance."""
+    return value
 
 
 def engine_info(params: Params) -> dict[str, Any]:

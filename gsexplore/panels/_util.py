@@ -7,6 +7,7 @@ import io
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -314,6 +315,19 @@ CSS = """<style>
 def css_widget() -> W.HTML:
     """The shared CSS, as a widget to put first in a panel's box."""
     return W.HTML(CSS, layout=W.Layout(height="0px", margin="0", padding="0", overflow="hidden"))
+
+
+def panel_root(name: str, children: Sequence[W.Widget], *, box: type[W.Box] = W.VBox,
+               css: bool = True, **layout: str) -> W.Box:
+    """A panel's outermost box: the shared CSS first (unless ``css`` is False), then ``children``.
+
+    It carries the classes ``name`` and ``gs-panel-root`` (what the shared CSS styles);
+    ``layout`` holds ``ipywidgets.Layout`` fields (none: the box's default layout).
+    """
+    root = box([css_widget(), *children] if css else list(children), layout=W.Layout(**layout))
+    root.add_class(name)
+    root.add_class("gs-panel-root")
+    return root
 
 
 def figure_png(fig: Any) -> bytes:

@@ -17,7 +17,7 @@ import traitlets
 
 from ..backends.base import Backend
 from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL
-from ._util import Panel, error_html, esc, explain, start_thread, t
+from ._util import Panel, error_html, esc, explain, panel_root, start_thread, t
 
 __all__ = ["BackendPanel"]
 
@@ -81,9 +81,8 @@ class BackendPanel(Panel):
         self.connect_button.add_class("gs-connect")
         self.status = W.HTML("")
         self.info = W.HTML("")
-        self.widget = W.VBox([self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.info])
-        self.widget.add_class("gs-backend-panel")
-        self.widget.add_class("gs-panel-root")
+        rows = [self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.info]
+        self.widget = panel_root("gs-backend-panel", rows, css=False)
 
         self.mode.observe(self._on_mode, "value")
         self.source.observe(lambda c: setattr(self.local_extra, "selected_index", list(_SOURCES).index(c["new"])),

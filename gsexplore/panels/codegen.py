@@ -19,6 +19,17 @@ __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "request_body", "to_curl", "to_p
            "snippets"]
 
 
+#: What a non-streaming Python or JavaScript snippet prints, in order: (label, Python
+#: expression, JavaScript expression); ``message`` is the first choice's message and
+#: ``answer`` (Python) / ``data`` (JavaScript) the whole response.
+_PRINTED = (
+    ("Razonamiento", 'message.get("reasoning_content") or message.get("reasoning")',
+     "message.reasoning_content ?? message.reasoning"),
+    ("Respuesta", 'message["content"]', "message.content"),
+    ("Uso", 'answer["usage"]', "data.usage"),
+)
+
+
 def _url(base_url: str | None) -> str:
     return (base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
 
@@ -84,9 +95,7 @@ def to_python(base_url: str | None, params: Params | None, messages: MessagesLik
             "response.raise_for_status()",
             "answer = response.json()",
             'message = answer["choices"][0]["message"]',
-            'print("Razonamiento:", message.get("reasoning_content") or message.get("reasoning"))',
-            'print("Respuesta:", message["content"])',
-            'print("Uso:", answer["usage"])',
+            *(f'print("{label}:", {py})' for label, py, _ in _PRINTED),
         ]
     return "\n".join(out) + "\n"
 
@@ -123,9 +132,7 @@ def to_javascript(base_url: str | None, params: Params | None, messages: Message
             "  .then((res) => res.json())",
             "  .then((data) => {",
             "    const message = data.choices[0].message;",
-            "    console.log('Razonamiento:', message.reasoning_content ?? message.reasoning);",
-            "    console.log('Respuesta:', message.content);",
-            "    console.log('Uso:', data.usage);",
+            *(f"    console.log('{label}:', {js});" for label, _, js in _PRINTED),
             "  });",
         ]
     return "\n".join(out) + "\n"

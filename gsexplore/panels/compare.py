@@ -18,7 +18,7 @@ import pandas as pd
 import traitlets
 
 from ..errors import ParamsError
-from ._util import Panel, css_widget, esc, t
+from ._util import Panel, esc, panel_root, t
 
 __all__ = ["Compare"]
 
@@ -97,9 +97,7 @@ class Compare(Panel):
         self.pickers = W.HBox(columns, layout=W.Layout(flex_flow="row wrap"))
         self.output = W.HTML("")
         self.output.add_class("gs-compare")
-        self.widget = W.VBox([css_widget(), self.mode, self.pickers, self.output], layout=W.Layout(width="auto"))
-        self.widget.add_class("gs-compare-panel")
-        self.widget.add_class("gs-panel-root")
+        self.widget = panel_root("gs-compare-panel", [self.mode, self.pickers, self.output], width="auto")
         self.mode.observe(self._on_mode, "value")
         self._on_mode({"new": self.mode.value})
 

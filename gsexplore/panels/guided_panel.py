@@ -16,7 +16,7 @@ import traitlets
 from ..completion import Completion
 from ..errors import GSExploreError, ParamsError
 from ..params import GUIDED_KINDS, Params
-from ._util import Panel, css_widget, data_files, error_html, esc, explain, t
+from ._util import Panel, data_files, error_html, esc, explain, panel_root, t
 from .params_panel import ParamsPanel
 
 __all__ = ["GuidedPanel", "KINDS", "check_text"]
@@ -131,10 +131,8 @@ class GuidedPanel(Panel):
         self.try_result = W.HTML("")
         options_box = W.Accordion([self.options.widget], titles=(t("advanced", lang),), selected_index=None)
         self.kind.layout = W.Layout(width="auto")
-        self.widget = W.VBox([css_widget(), self.kind, self.editors, self.message, self.active,
-                              W.VBox([self.try_text, self.try_result]), options_box], layout=W.Layout(width="auto"))
-        self.widget.add_class("gs-guided-panel")
-        self.widget.add_class("gs-panel-root")
+        self.widget = panel_root("gs-guided-panel", [self.kind, self.editors, self.message, self.active,
+                                 W.VBox([self.try_text, self.try_result]), options_box], width="auto")
 
         self.kind.observe(self._changed, "value")
         for w in (self.schema, self.regex, self.choices, self.grammar):

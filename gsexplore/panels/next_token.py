@@ -18,7 +18,7 @@ import traitlets
 from .. import sampling
 from ..backends.base import Backend, MessagesLike, to_messages
 from ..params import Params
-from ._util import Panel, css_widget, error_html, esc, figure_png, msg, t
+from ._util import Panel, error_html, esc, figure_png, msg, panel_root, t
 from .params_panel import value_widget
 
 __all__ = ["NextTokenExplorer", "KNOBS"]
@@ -95,11 +95,10 @@ class NextTokenExplorer(Panel):
         if self.remote:
             note += (f" (remoto: solo los {_REMOTE_TOP} tokens más probables)" if lang == "es"
                      else f" (remote: only the {_REMOTE_TOP} most likely tokens)")
-        self.widget = W.VBox([css_widget(), self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
-                              *self.sliders.values(), self.top_n, self.message, self.summary,
-                              W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap"))])
-        self.widget.add_class("gs-next-token")
-        self.widget.add_class("gs-panel-root")
+        self.widget = panel_root("gs-next-token", [
+            self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
+            *self.sliders.values(), self.top_n, self.message, self.summary,
+            W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap"))])
         self.stages: list[sampling.Stage] = []
         self.refresh()
 

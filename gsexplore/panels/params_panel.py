@@ -18,7 +18,7 @@ import traitlets
 
 from ..errors import ParamsError
 from ..params import GROUPS, Params, ParamSpec
-from ._util import Panel, css_widget, error_html, esc, explain, msg, t, warning_html
+from ._util import Panel, error_html, esc, explain, msg, panel_root, t, warning_html
 
 __all__ = ["ParamsPanel", "value_widget", "parse_text", "parse_number", "format_text"]
 
@@ -372,9 +372,7 @@ class ParamsPanel(Panel):
                                      selected_index=0 if sections else None)
         self.message = W.HTML("")
         self.message.add_class("gs-params-error")
-        self.widget = W.VBox([css_widget(), self.accordion, self.message], layout=W.Layout(width="auto"))
-        self.widget.add_class("gs-params-panel")
-        self.widget.add_class("gs-panel-root")
+        self.widget = panel_root("gs-params-panel", [self.accordion, self.message], width="auto")
         self.set(params if params is not None else Params())
 
     # --- public surface ---------------------------------------------------------

@@ -23,7 +23,7 @@ from ..completion import Completion, Messages
 from ..errors import GSExploreError, ParamsError
 from ..params import GROUPS, Params
 from . import codegen
-from ._util import COLUMNS, BackgroundRun, Panel, css_widget, error_html, esc, explain, msg, t
+from ._util import COLUMNS, BackgroundRun, Panel, error_html, esc, explain, msg, panel_root, t
 from .backend_panel import BackendPanel
 from .guided_panel import GuidedPanel, check_text
 from .params_panel import ParamsPanel
@@ -115,9 +115,7 @@ class Playground(BackgroundRun, Panel):
                            W.HTML(f"<b>{esc(t('answer', lang))}</b>"), self.stale, self.answer, self.stats],
                           layout=W.Layout(flex="1 1 380px", min_width="300px", padding="0 8px 0 0"))
         side = W.VBox([self.tabs], layout=W.Layout(flex="1 1 380px", min_width="300px"))
-        self.widget = W.HBox([css_widget(), chat_col, side], layout=W.Layout(flex_flow="row wrap", width="100%"))
-        self.widget.add_class("gs-playground")
-        self.widget.add_class("gs-panel-root")
+        self.widget = panel_root("gs-playground", [chat_col, side], box=W.HBox, flex_flow="row wrap", width="100%")
 
         self.run_button.on_click(lambda _b: self._click_run())
         self.stop_button.on_click(lambda _b: self.stop())

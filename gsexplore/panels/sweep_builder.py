@@ -24,7 +24,7 @@ from ..backends.base import Backend
 from ..errors import GSExploreError, ParamsError
 from ..params import Params, ParamSpec
 from ..sweep import NOT_SWEEPABLE
-from ._util import COLUMNS, BackgroundRun, Panel, css_widget, error_html, esc, explain, figure_png, t
+from ._util import COLUMNS, BackgroundRun, Panel, error_html, esc, explain, figure_png, panel_root, t
 from ._util import tf as msg_ui
 from ._util import msg
 from .params_panel import ParamsPanel, parse_number
@@ -231,14 +231,11 @@ class SweepBuilder(BackgroundRun, Panel):
         self.results = W.VBox([self.table, self.row_detail, W.HBox([self.y, self.x, self.hue, self.kind], layout=wrap),
                                self.plot_message, self.plot_image], layout=W.Layout(width="auto"))
         self.results.layout.display = "none"  # nothing to show before the first result
-        self.widget = W.VBox([
-            css_widget(),
+        self.widget = panel_root("gs-sweep-builder", [
             W.HBox([self.vary, self.values_box], layout=wrap), self.prompt_set, self.prompts,
             W.HBox([self.repeats, self.max_tokens], layout=wrap), base_box, self.store, self.count, self.message,
             W.HBox([self.run_button, self.stop_button]), self.progress, self.status, self.placeholder,
-            self.results], layout=W.Layout(width="auto"))
-        self.widget.add_class("gs-sweep-builder")
-        self.widget.add_class("gs-panel-root")
+            self.results], width="auto")
 
         self.vary.observe(self._on_vary, "value")
         for w in (self.prompts, self.repeats, self.prompt_set, self.max_tokens):
