@@ -73,32 +73,25 @@ class SlowBackend(Backend):
                           usage=Usage(7, n, 7 + n, 1 if self.reasoning else 0), latency_s=latency,
                           backend=self.name, model=self.model, params=p, messages=msgs, logprobs=lp)
 
-    def stream(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> Iterator[Delta]:
-        p = merge_params(params, kw)
+    def events(self, messages: MessagesLike, params: Params, *, streaming: bool) -> Iterator[Delta]:
         msgs = to_messages(messages)
         self.calls += 1
         t0 = time.perf_counter()
+        if not streaming:
+            time.sleep(self.delay)
+            yield Delta("done", completion=self._completion(msgs, params, self.delay))
+            return
         if self.reasoning:
             yield Delta("reasoning", self.reasoning)
-        for i, w in enumerate(self._text(p).split(" ")):
+        for i, w in enumerate(self._text(params).split(" ")):
             time.sleep(self.delay)
             yield Delta("content", w if i == 0 else " " + w)
-        yield Delta("done", completion=self._completion(msgs, p, time.perf_counter() - t0))
-
-    def chat(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> Completion:
-        self.calls += 1
-        time.sleep(self.delay)
-        return self._completion(to_messages(messages), merge_params(params, kw), self.delay)
+        yield Delta("done", completion=self._completion(msgs, params, time.perf_counter() - t0))
 
     async def achat(self, messages: MessagesLike, params: Params | None = None, **kw: Any) -> Completion:
         self.calls += 1
         await asyncio.sleep(self.delay)
         return self._completion(to_messages(messages), merge_params(params, kw), self.delay)
-
-    async def astream(self, messages: MessagesLike, params: Params | None = None,
-                      **kw: Any) -> AsyncIterator[Delta]:
-        for d in self.stream(messages, params, **kw):
-            yield d
 
 
 def _wait_for(cond: Any, timeout: float = 20.0) -> None:

@@ -171,7 +171,7 @@ class BackendPanel(Panel):
         try:
             info = b.info()
         except Exception as e:  # info is for display only
-            info = {"backend": getattr(b, "name", "?"), "info_error": str(e)}
+            info = {"backend": b.name, "info_error": str(e)}
         rows = "".join(f"<tr><td style='padding-right:1em'><b>{esc(str(k))}</b></td>"
                        f"<td><code>{esc(_fmt(v))}</code></td></tr>" for k, v in info.items())
         self.info.value = (f'<div class="gs-table-wrap"><table class="gs-backend-info" style="font-size:smaller">'
@@ -186,9 +186,9 @@ def _fmt(v: Any) -> str:
 
 def _backend_attr(b: Backend | None, name: str, default: int) -> int:
     """What the connected backend was loaded with, so the form and the info table agree."""
-    v = getattr(b, name, None) if b is not None and getattr(b, "name", "") == "local" else None
+    v = getattr(b, name, None) if b is not None and not b.remote else None
     return int(v) if isinstance(v, int) else default
 
 
 def _is_remote(b: Backend | None) -> bool:
-    return b is not None and getattr(b, "name", "") == "remote"
+    return b is not None and b.remote

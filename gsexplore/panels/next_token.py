@@ -56,7 +56,7 @@ class NextTokenExplorer(Panel):
         super().__init__(value=Params())
         self.backend = backend
         self.lang = lang
-        self.remote = getattr(backend, "name", "") != "local" or not hasattr(backend, "next_token_logits")
+        self.remote = backend.remote or not hasattr(backend, "next_token_logits")  # first-token logits: local only
         self.base = base if base is not None else self._default_base()
         start = params.set_fields() if params is not None else {}
         self.sliders: dict[str, W.Widget] = {}

@@ -254,7 +254,7 @@ class Playground(BackgroundRun, Panel):
         if stopped:
             completion = Completion(content="".join(content), reasoning_content="".join(reasoning) or None,
                                     finish_reason="abort", latency_s=time.perf_counter() - t0,
-                                    backend=getattr(backend, "name", ""), model=getattr(backend, "model", ""),
+                                    backend=backend.name, model=backend.model,
                                     params=params, messages=messages)
         try:
             if completion is not None:
@@ -354,8 +354,10 @@ class Playground(BackgroundRun, Panel):
 
     def _target(self) -> tuple[str | None, str | None, str]:
         b = self.backend
-        if b is not None and getattr(b, "name", "") == "remote":
-            return getattr(b, "base_url", None), getattr(b, "model", None), getattr(b, "guided_spelling", "guided")
+        from ..backends.remote import RemoteBackend
+
+        if isinstance(b, RemoteBackend):
+            return b.base_url, b.model, b.guided_spelling
         return None, None, "guided"
 
     def _refresh_code(self, change: Any = None) -> None:
@@ -380,7 +382,7 @@ class Playground(BackgroundRun, Panel):
 
     def _on_backend(self, change: dict[str, Any]) -> None:
         b = self.backend
-        if b is not None and getattr(b, "name", "") == "local":
+        if b is not None and not b.remote:
             try:
                 info = b.info()
                 self.params_panel.set_limits(vocab_size=info.get("vocab_size"), n_ctx=info.get("n_ctx"))

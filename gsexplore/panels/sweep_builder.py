@@ -122,7 +122,7 @@ _DT_ES = {"search": "Buscar:", "info": "Filas _START_ a _END_ de _TOTAL_", "info
 
 
 def _speed_key(b: Backend) -> tuple[str, str]:
-    return (str(getattr(b, "name", "")), str(getattr(b, "model", "")))
+    return (b.name, b.model)
 
 
 def _fmt_duration(seconds: float, lang: str) -> str:
@@ -388,7 +388,7 @@ class SweepBuilder(BackgroundRun, Panel):
         return self._start(work, "gsexplore-sweep-builder", wait)
 
     def __repr__(self) -> str:
-        return (f"SweepBuilder(backends={[getattr(b, 'name', '?') for b in self.backends]}, "
+        return (f"SweepBuilder(backends={[b.name for b in self.backends]}, "
                 f"grid={self._texts!r}, requests={self.request_count})")
 
     # --- internals ---------------------------------------------------------------------------------
@@ -415,7 +415,7 @@ class SweepBuilder(BackgroundRun, Panel):
         if "completion_tokens" not in df.columns or elapsed <= 0:
             return
         for b in self.backends:
-            rows = df if len(self.backends) == 1 else df[df["backend"] == getattr(b, "name", "")]
+            rows = df if len(self.backends) == 1 else df[df["backend"] == b.name]
             tokens = pd.to_numeric(rows["completion_tokens"], errors="coerce").sum()
             if tokens > 0:
                 _SPEED[_speed_key(b)] = float(tokens) / elapsed
