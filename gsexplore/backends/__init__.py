@@ -1,5 +1,5 @@
-"""Backends: `LocalBackend` (llama.cpp) and `RemoteBackend` (the HTTP API), one interface."""
-from .base import Backend, Delta, to_messages
+"""Backends: `LocalBackend` (llama.cpp) and `RemoteBackend` (the HTTP API), one contract (`Backend`)."""
+from .base import Backend, Delta, retrying, to_messages
 from .spec import from_spec
 
-__all__ = ["Backend", "Delta", "from_spec", "to_messages"]
+__all__ = ["Backend", "Delta", "from_spec", "retrying", "to_messages"]
