@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 import gsexplore as gs
-from gsexplore import reasoning, sampling
+from gsexplore import reasoning, sampling, wire
 from gsexplore.backends.llama.loading import load_llama
-from gsexplore import wire
 from gsexplore.backends.local import LocalBackend, _gguf_sampling
 from gsexplore.errors import ParamsError, UnsupportedParam
 
@@ -547,3 +546,20 @@ def test_first_token_frequencies_match_reference(demo_backend, settings):
     emp = np.bincount(firsts, minlength=logits.size) / m
     assert not emp[ref == 0].any()
     assert sampling.total_variation(emp, ref) <= sampling.tv_bound(m, support, alpha=1e-3)
+
+
+def test_a_streamed_tool_call_is_not_content(tiny_backend):
+    """As vLLM's tool parser streams: the <tool_call> block comes parsed in the Completion, not as text."""
+    weather = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    block = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Quito"}}\n</tool_call>'
+    p = gs.Params(tools=weather, max_tokens=80, chat_template_kwargs={"enable_thinking": False},
+                  guided_choice=["Veamos. " + block])  # steers the random-weight model into the block
+    deltas = list(tiny_backend.stream("x", p))
+    streamed = "".join(d.text for d in deltas if d.kind == "content")
+    c = deltas[-1].completion
+    assert streamed == c.content == "Veamos. " and c.finish_reason == "tool_calls"
+    assert c.tool_calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Quito"}'}
+    # tool_choice "none": the block is content, streamed as it comes
+    none = list(tiny_backend.stream("x", p, tool_choice="none"))
+    assert "<tool_call>" in "".join(d.text for d in none if d.kind == "content") == none[-1].completion.content

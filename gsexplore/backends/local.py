@@ -623,6 +623,8 @@ class LocalRequest:
         self._done = threading.Event()
         self.completion: Completion | None = None
         self.error: BaseException | None = None
+        self._tools = _tools.mode(prep.params) not in (None, "none")
+        self._filters: dict[int, _tools.StreamFilter] = {}
 
     # called from the engine's thread
     def _sink(self, kind: str, value: Any, index: Any) -> None:
@@ -631,6 +633,10 @@ class LocalRequest:
         if kind == "finished":
             try:
                 self.completion = self.backend._completion(self.prep, value)
+                for ch in self.completion.choices:  # content held back by the tool filter and still owed
+                    owed = self._filters.pop(ch.index).flush(bool(ch.tool_calls)) if ch.index in self._filters else ""
+                    if owed:
+                        self._emit(Delta("content", owed, ch.index))
                 ev: Any = Delta("done", index=0, completion=self.completion)
             except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
                 self.error = ev = exc
@@ -638,8 +644,20 @@ class LocalRequest:
         elif kind == "error":
             self.error = ev = _user_error(value)
             self._done.set()
+        elif kind == "content" and self._tools:
+            # as vLLM's tool parser streams: text that is a tool call is not content
+            f = self._filters.get(index)
+            if f is None:
+                f = self._filters[index] = _tools.StreamFilter(self.prep.params)
+            text = f.feed(value)
+            if not text:
+                return
+            ev = Delta(kind, text, index)
         else:
             ev = Delta(kind, value, index)
+        self._emit(ev)
+
+    def _emit(self, ev: Any) -> None:
         if self._on_event is not None:
             self._on_event(ev)
         else:
