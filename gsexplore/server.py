@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hmac
 import ipaddress
 import json
@@ -38,10 +39,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,6 +53,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import tools as _tools
 from . import wire
+from .backends.base import Backend, Delta
 from .chat_template import TemplateError
 from .completion import Completion
 from .errors import GSExploreError, ParamsError, UnsupportedParam
@@ -60,6 +62,9 @@ from .server_metrics import CONTENT_TYPE, ServerMetrics
 from .server_requests import (UNHONOURED, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
                               TokenizeRequest, json_depth, params_data, to_template_messages)
 from .wire import error_body, text_response
+
+if TYPE_CHECKING:
+    from .backends.local import LocalBackend
 
 log = logging.getLogger("gsexplore.server")
 
@@ -124,36 +129,39 @@ def check_binding(host: str, api_keys: set[str] | None) -> None:
 
 
 class ModelPool:
-    """Loaded model instances and their slots: a request takes one slot while it generates.
+    """Loaded model instances and their slots: admission, a free instance per request, busy time.
 
-    A LocalBackend has ``slots`` sequences batched in its engine (``--parallel``), so
-    that many requests generate at once on one model; a backend without slots takes
-    one at a time. Each request waits for its answer in a worker thread.
+    A backend generates ``slots`` requests at once (a LocalBackend batches that many
+    sequences in its engine, ``--parallel``); the pool lends that many slots per
+    instance, instances interleaved, and lets at most ``max_queue`` more requests
+    wait (the rest get 429). Generation runs in the backend (its ``aevents``): the
+    pool only counts, and no server thread waits for an answer.
     """
 
-    def __init__(self, backends: Sequence[Any], max_queue: int) -> None:
+    def __init__(self, backends: Sequence[Backend], max_queue: int) -> None:
         if not backends:
             raise GSExploreError("serve needs at least one model instance")
         self.backends = list(backends)
         self.max_queue = max_queue
         # a free list (one entry per slot, instances interleaved) and waiting futures rather than
         # an asyncio.Queue, which would bind to one event loop
-        per = [max(1, int(getattr(b, "slots", 1))) for b in self.backends]
-        self._free: collections.deque[Any] = collections.deque(
+        per = [max(1, int(b.slots)) for b in self.backends]
+        self._free: collections.deque[Backend] = collections.deque(
             b for k in range(max(per)) for b, n in zip(self.backends, per) if k < n)
-        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.executor = ThreadPoolExecutor(max_workers=len(self._free), thread_name_prefix="gsexplore-gen")
+        #: Requests that can generate at once (every instance's slots).
+        self.size = len(self._free)
+        self._waiters: collections.deque[asyncio.Future[Backend]] = collections.deque()
         self.pending = 0  # admitted and not finished (waiting or generating)
         self.served = 0
         self._busy_s = 0.0
 
     @property
-    def size(self) -> int:
-        """Requests that can generate at once (every instance's slots)."""
-        return self.executor._max_workers
+    def running(self) -> int:
+        """Slots lent out now."""
+        return self.size - len(self._free)
 
-    def admit(self) -> None:
-        """Count a request in, or reject it with 429 when the queue is full."""
+    def admit(self) -> _Lease:
+        """Count a request in and return its lease, or reject it with 429 when the queue is full."""
         if self.pending >= self.size + self.max_queue:
             mean = self._busy_s / self.served if self.served else 1.0
             wait = max(1, math.ceil(mean * (self.pending - self.size + 1) / self.size))
@@ -161,14 +169,12 @@ class ModelPool:
                                f"({self.max_queue} may wait); retry in {wait} s",
                           "RateLimitError", headers={"Retry-After": str(wait)})
         self.pending += 1
+        return _Lease(self)
 
-    def leave(self) -> None:
-        self.pending -= 1
-
-    async def _acquire(self) -> Any:
+    async def _acquire(self) -> Backend:
         if self._free:
             return self._free.popleft()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
             return await fut
@@ -179,7 +185,7 @@ class ModelPool:
                 self._waiters.remove(fut)
             raise
 
-    def _release(self, backend: Any) -> None:
+    def _release(self, backend: Backend) -> None:
         while self._waiters:
             w = self._waiters.popleft()
             if not w.done():
@@ -187,33 +193,47 @@ class ModelPool:
                 return
         self._free.append(backend)
 
-    def _worker(self, loop: asyncio.AbstractEventLoop, backend: Any, fn: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(backend)
-        finally:
-            self._busy_s += time.perf_counter() - t0
-            self.served += 1
-            # released from the worker itself, so a cancelled request never frees a busy model
-            loop.call_soon_threadsafe(self._release, backend)
-
-    async def run(self, fn: Any) -> Any:
-        """`fn(backend)` on a free instance, in a worker thread."""
-        loop = asyncio.get_running_loop()
-        backend = await self._acquire()
-        try:
-            fut = loop.run_in_executor(self.executor, self._worker, loop, backend, fn)
-        except BaseException:
-            self._release(backend)
-            raise
-        return await fut
+    def _finished(self, backend: Backend, busy_s: float) -> None:
+        self._busy_s += busy_s
+        self.served += 1
+        self._release(backend)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Close every instance (its model and engine, when private)."""
         for b in self.backends:
-            close = getattr(b, "close", None)
-            if close:
-                close()
+            b.close()
+
+
+class _Lease:
+    """One admitted request: `acquire` waits for a free slot; `close` (idempotent) frees it and counts
+    the request out. As an async context manager it closes on exit."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self._pool = pool
+        self.backend: Backend | None = None
+        self._t0 = 0.0
+        self._closed = False
+
+    async def acquire(self) -> Backend:
+        """Wait for a free slot; the instance it belongs to."""
+        self.backend = await self._pool._acquire()
+        self._t0 = time.perf_counter()
+        return self.backend
+
+    def close(self) -> None:
+        """Free the slot (if one was taken) and count the request out, once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.pending -= 1
+        if self.backend is not None:
+            self._pool._finished(self.backend, time.perf_counter() - self._t0)
+
+    async def __aenter__(self) -> _Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------
@@ -295,18 +315,28 @@ class _Chunks:
 
 
 class _EventStream(StreamingResponse):
-    """SSE whose clean-up runs even when the client leaves before the first byte is sent."""
+    """SSE whose clean-up (``on_close``) runs even when the client leaves before the first byte is sent."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, on_close: Any, task: asyncio.Future[Any],
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]],
                  headers: dict[str, str]) -> None:
         super().__init__(content, media_type="text/event-stream", headers=headers)
-        self._on_close, self._task = on_close, task
+        self._on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._on_close()
+            await self._on_close()
+
+
+async def _end_stream(events: AsyncIterator[Delta] | None, lease: _Lease) -> None:
+    """Close a generation's Deltas (the backend cancels the request) and free its slot; safe to repeat."""
+    try:
+        aclose = getattr(events, "aclose", None)  # an async iterator need not be a generator
+        if aclose is not None:
+            await aclose()
+    finally:
+        lease.close()
 
 
 def _exception_reject(exc: BaseException) -> _Reject:
@@ -350,19 +380,41 @@ def load_backends(model: str, *, filename: str | None = None, instances: int = 1
 GRADIENTESUR_MODEL = wire.DEFAULT_MODEL
 
 
-def _backend_stem(b: Any) -> str:
-    p = getattr(b, "path", None)  # LocalBackend: the GGUF file it loaded
-    if p:
-        return Path(str(p)).stem
-    name = str(getattr(b, "model", "") or "local")
+def _local(b: Backend, what: str) -> LocalBackend:
+    """``b`` as a LocalBackend (its tokenizer, raw prompts), or a 400 saying the backend cannot do ``what``."""
+    from .backends.local import LocalBackend
+
+    if not isinstance(b, LocalBackend):
+        raise _Reject(400, f"this server's backend cannot {what}")
+    return b
+
+
+def _raw(b: Backend) -> LocalBackend:
+    """``b`` for /v1/completions (a raw prompt needs a LocalBackend)."""
+    return _local(b, "complete a raw prompt")
+
+
+def _source(b: Backend) -> str | None:
+    """The model spec a LocalBackend was loaded from (None for other backends)."""
+    from .backends.local import LocalBackend
+
+    return b.source if isinstance(b, LocalBackend) else None
+
+
+def _backend_stem(b: Backend) -> str:
+    from .backends.local import LocalBackend
+
+    if isinstance(b, LocalBackend):  # the GGUF file it loaded
+        return b.path.stem
+    name = str(b.model or "local")
     return Path(name).stem if name.endswith(".gguf") else name
 
 
-def served_names(backends: Sequence[Any], served_model_names: Sequence[str] | None,
+def served_names(backends: Sequence[Backend], served_model_names: Sequence[str] | None,
                  model_spec: str | None = None) -> list[str]:
     """The names a server answers to: ``--served-model-name`` values, the ``--model`` spec as typed
     (and a path's stem), and the GradienteSur model name (so the seed's examples run unchanged)."""
-    spec = model_spec or getattr(backends[0], "source", None)
+    spec = model_spec or _source(backends[0])
     names = [*(served_model_names or ())]
     if spec:
         names.append(str(spec))
@@ -391,6 +443,389 @@ def _openapi_body(model: type[BaseModel], components: dict[str, Any]) -> dict[st
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
+@dataclass
+class _Job:
+    """A validated generation request: what the backend generates and how the answer is shaped.
+
+    ``prompt`` set: /v1/completions (a raw prompt, LocalBackend only); else chat ``messages``.
+    """
+
+    model: str  # the name the answer carries
+    params: Params  # what the backend gets (model and stream unset)
+    stream: bool
+    include_usage: bool
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    prompt: str | None = None
+    echo: str | None = None
+
+    def prompt_tokens(self, b: Backend) -> int | None:
+        """The prompt's tokens by ``b``'s tokenizer (None when it has none). Blocking."""
+        if self.prompt is None:
+            return b.prompt_token_count(self.messages, self.params)
+        return len(_raw(b).tokenize(self.prompt, bool(self.params.add_special_tokens)))
+
+    def events(self, b: Backend, p: Params) -> AsyncIterator[Delta]:
+        """The streamed answer: Deltas, then "done" (closing the iterator cancels the request)."""
+        if self.prompt is None:
+            return b.astream(self.messages, p)
+        return _raw(b).aevents(None, p.replace(stream=True), streaming=True, prompt=self.prompt)
+
+    async def complete(self, b: Backend, p: Params) -> Completion:
+        """The whole answer."""
+        if self.prompt is None:
+            return await b.achat(self.messages, p)
+        last = None
+        async for last in _raw(b).aevents(None, p, streaming=False, prompt=self.prompt):
+            pass
+        if last is None or last.completion is None:
+            raise GSExploreError("the model produced nothing")
+        return last.completion
+
+    def response(self, c: Completion) -> dict[str, Any]:
+        """vLLM's non-streaming body for ``c``."""
+        return text_response(c, self.model, self.echo) if self.prompt is not None else response_dict(c, self.model)
+
+    def chunks(self) -> _Chunks:
+        """The streaming chunks of this request."""
+        return _Chunks(self.model, self.params.n or 1, self.include_usage, self.params,
+                       text=self.prompt is not None, echo=self.echo)
+
+
+class _Server:
+    """One `gsexplore serve` app: served names, keys, limits, the pool and the metrics; a method per endpoint.
+
+    ``.app`` is the FastAPI app (see `create_app` for the arguments).
+    """
+
+    def __init__(self, backends: Sequence[Backend], names: list[str], keys: set[str], *, spec: str | None,
+                 max_body_bytes: int, max_tokens_cap: int, max_queue: int, artificial_latency_s: float,
+                 max_n: int, docs: bool) -> None:
+        self.names, self.keys = names, keys
+        self.max_body_bytes, self.max_tokens_cap, self.max_n = max_body_bytes, max_tokens_cap, max_n
+        self.artificial_latency_s = artificial_latency_s
+        self.pool = ModelPool(backends, max_queue=max_queue)
+        self.first = self.pool.backends[0]
+        self.root = str(_source(self.first) or spec or names[0])
+        self.started = int(time.time())
+        self.metrics = ServerMetrics(names[0], lambda: float(self.pool.running),
+                                     lambda: float(max(0, self.pool.pending - self.pool.running)))
+        self.components: dict[str, Any] = {}
+        self.app = FastAPI(title="gsexplore serve", version=_version(), description=__doc__,
+                           docs_url="/docs" if docs else None, redoc_url=None,
+                           openapi_url="/openapi.json" if docs else None)
+        self._base_openapi = self.app.openapi
+        self._routes()
+
+    # --- the app ----------------------------------------------------------------
+    def _routes(self) -> None:
+        app = self.app
+        app.state.pool, app.state.served_model_names, app.state.metrics = self.pool, self.names, self.metrics
+        app.state.server = self
+        app.add_exception_handler(StarletteHTTPException, self._http_error)
+        app.add_exception_handler(RequestValidationError, self._validation_error)
+        app.add_exception_handler(Exception, self._any_error)
+        chat_doc = self._body_doc(ChatCompletionRequest)
+        text_doc = self._body_doc(CompletionRequest)
+        for prefix in ROUTE_PREFIXES:
+            shown = prefix == "/v1"
+            app.add_api_route(f"{prefix}/chat/completions", self._endpoint(self.chat_completions),
+                              methods=["POST"], openapi_extra=chat_doc, include_in_schema=shown)
+            app.add_api_route(f"{prefix}/completions", self._endpoint(self.completions), methods=["POST"],
+                              openapi_extra=text_doc, include_in_schema=shown)
+            app.add_api_route(f"{prefix}/models", self._endpoint(self.list_models), methods=["GET"],
+                              include_in_schema=shown)
+        app.add_api_route("/tokenize", self._endpoint(self.tokenize), methods=["POST"],
+                          openapi_extra=self._body_doc(TokenizeRequest))
+        app.add_api_route("/detokenize", self._endpoint(self.detokenize), methods=["POST"],
+                          openapi_extra=self._body_doc(DetokenizeRequest))
+        app.add_api_route("/health", self.health, methods=["GET"])
+        app.add_api_route("/version", self.version, methods=["GET"])
+        app.add_api_route("/metrics", self.prometheus, methods=["GET"])
+        app.openapi = self.openapi  # type: ignore[method-assign]
+
+    def _body_doc(self, model: type[BaseModel]) -> dict[str, Any]:
+        return _openapi_body(model, self.components)
+
+    def _endpoint(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` with every failure answered as vLLM's error (the one place requests fail)."""
+        @functools.wraps(handler)  # its name is the route's (and the OpenAPI operationId's)
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
+                return self.reject(_exception_reject(e))
+
+        return endpoint
+
+    def reject(self, r: _Reject) -> JSONResponse:
+        """The error answer for ``r`` (counted in the metrics)."""
+        self.metrics.error(r.status)
+        return JSONResponse(error_body(r.status, r.message, r.type, r.param), status_code=r.status,
+                            headers=r.headers)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        type_ = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "BadRequestError")
+        return self.reject(_Reject(exc.status_code, str(exc.detail), type_))
+
+    async def _validation_error(self, request: Request, exc: Exception) -> Response:
+        return self.reject(_Reject(400, str(exc)))
+
+    async def _any_error(self, request: Request, exc: Exception) -> Response:
+        return self.reject(_exception_reject(exc))  # a bug: still vLLM's shape
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema with the request bodies' models in its components."""
+        app = self.app
+        if app.openapi_schema is None:
+            schema = self._base_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(self.components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    # --- reading a request --------------------------------------------------------
+    def authorize(self, request: Request) -> None:
+        """401 unless the request carries one of the keys (none needed when the server has none)."""
+        if not self.keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token_b = token.strip().encode()
+        ok = False
+        for k in self.keys:  # compare with every key, in constant time each
+            ok |= hmac.compare_digest(token_b, k.encode())
+        if scheme.lower() != "bearer" or not ok:
+            raise _Reject(401, "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                          "AuthenticationError", headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        """The body as a JSON object, within --max-body-bytes and `MAX_JSON_DEPTH`."""
+        too_large = (f"the request body is larger than this server's limit of {self.max_body_bytes} bytes "
+                     "(--max-body-bytes raises it)")
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_body_bytes:
+            raise _Reject(400, too_large, param="body")
+        chunks, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > self.max_body_bytes:
+                raise _Reject(400, too_large, param="body")
+            chunks.append(part)
+        deep = (f"the request body nests lists and objects more than {MAX_JSON_DEPTH} levels deep "
+                "(this server's limit)")
+        try:
+            body = json.loads(b"".join(chunks))
+        except RecursionError:
+            raise _Reject(400, deep, param="body") from None
+        except ValueError as e:
+            raise _Reject(400, f"malformed JSON in the request body: {e}", param="body") from None
+        if not isinstance(body, dict):
+            raise _Reject(400, "the request body must be a JSON object", param="body")
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise _Reject(400, deep, param="body")
+        return body
+
+    def validate(self, model: type[BaseModel], body: dict[str, Any]) -> Any:
+        """``body`` as ``model``: a served model name, no field that would change the output unhonoured."""
+        try:
+            req = model.model_validate(body)
+        except ValidationError as e:
+            raise _validation_reject(e) from None
+        except RecursionError:
+            raise _Reject(400, "the request is nested too deeply to validate", param="body") from None
+        name = body.get("model")
+        if name is not None and name not in self.names:
+            raise _Reject(404, f"The model `{name}` does not exist. This server serves: {', '.join(self.names)}",
+                          "NotFoundError", param="model")
+        extra = dict(req.model_extra or {})
+        so = getattr(req, "stream_options", None)  # the request models differ; Tokenize has none
+        if so is not None and so.continuous_usage_stats:
+            extra["continuous_usage_stats"] = True
+        for k, v in extra.items():
+            if k in UNHONOURED and v not in (None, False, 0, "", [], {}):
+                raise _Reject(400, f"{k} is not supported by gsexplore serve: {UNHONOURED[k]}", param=k)
+        ignored = sorted(k for k in extra if k not in UNHONOURED)
+        if ignored:
+            log.warning("The following fields were present in the request but ignored: %s", ignored)
+        return req
+
+    def to_params(self, req: Any, **defaults: Any) -> Params:
+        """The request's Params, within --max-tokens-cap and --max-n."""
+        data = {**defaults, **params_data(req)}
+        try:
+            p = Params.from_request(data)
+        except ParamsError as e:
+            raise _Reject(400, str(e), param=e.field) from None
+        if p.max_tokens is not None and p.max_tokens > self.max_tokens_cap:
+            raise _Reject(400, f"max_tokens={p.max_tokens} is more than this server allows "
+                               f"({self.max_tokens_cap}; --max-tokens-cap raises it)", param="max_tokens")
+        if (p.n or 1) > self.max_n:
+            raise _Reject(400, f"n={p.n} is more than this server allows ({self.max_n}; --max-n raises it)",
+                          param="n")
+        return p
+
+    def _job(self, req: Any, p: Params, **kw: Any) -> _Job:
+        so = req.stream_options
+        return _Job(req.model or self.names[0], p.replace(model=None, stream=None), bool(p.stream),
+                    bool(so and so.include_usage), **kw)
+
+    def chat_job(self, body: dict[str, Any]) -> _Job:
+        """A /v1/chat/completions body as a job."""
+        req = self.validate(ChatCompletionRequest, body)
+        return self._job(req, self.to_params(req), messages=to_template_messages(req.messages))
+
+    def text_job(self, body: dict[str, Any]) -> _Job:
+        """A /v1/completions body as a job (one raw prompt; LocalBackend only)."""
+        req = self.validate(CompletionRequest, body)
+        _raw(self.first)
+        if req.logprobs is not None:
+            raise _Reject(400, "logprobs on /v1/completions is not supported by gsexplore serve; "
+                               "/v1/chat/completions returns them", param="logprobs")
+        prompt = req.prompt[0] if isinstance(req.prompt, list) and len(req.prompt) == 1 else req.prompt
+        if not isinstance(prompt, str):
+            raise _Reject(400, "prompt must be one string (lists of prompts or of token ids are not "
+                               "supported by gsexplore serve)", param="prompt")
+        p = self.to_params(req, add_special_tokens=True)  # vLLM's default for completions
+        return self._job(req, p, prompt=prompt, echo=prompt if req.echo else None)
+
+    # --- generating ---------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        """POST /v1/chat/completions."""
+        return await self.generate(request, self.chat_job)
+
+    async def completions(self, request: Request) -> Response:
+        """POST /v1/completions."""
+        return await self.generate(request, self.text_job)
+
+    async def generate(self, request: Request, make_job: Callable[[dict[str, Any]], _Job]) -> Response:
+        """Authorize, validate, admit, generate; answer with JSON or, when streaming, SSE."""
+        t0 = time.perf_counter()
+        self.authorize(request)
+        job = make_job(await self.read_json(request))
+        lease = self.pool.admit()
+        if job.stream:
+            return await self.stream(job, lease, t0)
+        async with lease:
+            b = await self._start(lease)
+            c = await job.complete(b, await self.cap(b, job))
+        self.metrics.finished(c, time.perf_counter() - t0)
+        data = job.response(c)
+        return JSONResponse(data, headers={"x-request-id": str(data["id"])})
+
+    async def _start(self, lease: _Lease) -> Backend:
+        """The artificial latency (a network/engine delay that holds no model), then a free slot."""
+        if self.artificial_latency_s > 0:
+            await asyncio.sleep(self.artificial_latency_s)
+        return await lease.acquire()
+
+    async def cap(self, b: Backend, job: _Job) -> Params:
+        """Unset max_tokens: what fits in ``b``'s context (as vLLM), but at most --max-tokens-cap."""
+        p, cap = job.params, self.max_tokens_cap
+        if p.max_tokens is not None:
+            return p
+        if b.n_ctx is None:
+            return p.replace(max_tokens=cap)
+        if b.n_ctx <= cap:
+            return p  # the context is the tighter bound
+        n_prompt = await asyncio.get_running_loop().run_in_executor(None, job.prompt_tokens, b)
+        if n_prompt is None:
+            return p.replace(max_tokens=cap)
+        room = b.n_ctx - n_prompt
+        return p.replace(max_tokens=min(cap, room)) if room > 0 else p
+
+    async def stream(self, job: _Job, lease: _Lease, t0: float) -> Response:
+        """Start generating; a failure before the first Delta is a JSON error, else the answer streams as SSE.
+
+        The response owns ``lease`` and the Deltas: however it ends (the client leaving
+        included), closing them cancels the request in the backend and frees the slot.
+        """
+        events: AsyncIterator[Delta] | None = None
+        try:
+            b = await self._start(lease)
+            events = job.events(b, await self.cap(b, job))
+            first = await anext(events, None)
+            if first is None:
+                raise GSExploreError("the model produced nothing")
+        except BaseException:
+            await _end_stream(events, lease)
+            raise
+        ttft = time.perf_counter() - t0
+        chunks = job.chunks()
+        end = functools.partial(_end_stream, events, lease)
+        return _EventStream(self._sse(chunks, first, events, t0, ttft, end), on_close=end,
+                            headers={"x-request-id": chunks.id, "Cache-Control": "no-cache"})
+
+    async def _sse(self, chunks: _Chunks, first: Delta, events: AsyncIterator[Delta], t0: float, ttft: float,
+                   end: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
+        """The SSE body: a chunk per Delta, an error event if generation fails after the 200, then [DONE]."""
+        try:
+            yield chunks.start()
+            d: Delta | None = first
+            try:
+                while d is not None:
+                    out = self._sse_chunk(chunks, d, t0, ttft)
+                    if out:
+                        yield out
+                    d = await anext(events, None)
+            except Exception as e:  # noqa: BLE001 - reported to the client in the stream
+                r = _exception_reject(e)
+                self.metrics.error(r.status)
+                yield chunks.error(r.status, r.message, r.type)
+            yield chunks.DONE
+        finally:
+            await end()
+
+    def _sse_chunk(self, chunks: _Chunks, d: Delta, t0: float, ttft: float) -> bytes:
+        if d.kind != "done":
+            return chunks.delta(d.kind, d.text, d.index)
+        assert d.completion is not None
+        self.metrics.finished(d.completion, time.perf_counter() - t0, ttft)
+        return chunks.finish(d.completion)
+
+    # --- the other endpoints ------------------------------------------------------
+    async def list_models(self, request: Request) -> Response:
+        """GET /v1/models: every served name, with vLLM's fields."""
+        self.authorize(request)
+        card: dict[str, Any] = {"object": "model", "created": self.started, "owned_by": "gsexplore",
+                                "root": self.root, "parent": None, "max_model_len": self.first.n_ctx, "permission": []}
+        return JSONResponse({"object": "list", "data": [{"id": n, **card} for n in self.names]})
+
+    async def tokenize(self, request: Request) -> Response:
+        """POST /tokenize: the token ids of a raw prompt or of chat messages (as the template renders them)."""
+        self.authorize(request)
+        req = self.validate(TokenizeRequest, await self.read_json(request))
+        b = _local(self.first, "tokenize")
+        work: Callable[[], list[int]]
+        if req.prompt is not None:
+            add = True if req.add_special_tokens is None else req.add_special_tokens
+            work = functools.partial(b.tokenize, req.prompt, add)
+        else:
+            p = self.to_params(req).replace(model=None)
+            work = functools.partial(b.prompt_token_ids, to_template_messages(req.messages), p)
+        ids = await asyncio.get_running_loop().run_in_executor(None, work)
+        strs = [b.detokenize([i]) for i in ids] if req.return_token_strs else None
+        return JSONResponse({"count": len(ids), "max_model_len": self.first.n_ctx, "tokens": ids,
+                             "token_strs": strs})
+
+    async def detokenize(self, request: Request) -> Response:
+        """POST /detokenize: the text of token ids."""
+        self.authorize(request)
+        req = self.validate(DetokenizeRequest, await self.read_json(request))
+        return JSONResponse({"prompt": _local(self.first, "detokenize").detokenize(req.tokens)})
+
+    async def health(self) -> dict[str, Any]:
+        """GET /health."""
+        return {"status": "ok", "models": self.names, "instances": len(self.pool.backends),
+                "slots": self.pool.size, "pending": self.pool.pending}
+
+    async def version(self) -> dict[str, Any]:
+        """GET /version."""
+        return {"version": _version()}
+
+    async def prometheus(self) -> Response:
+        """GET /metrics (Prometheus text)."""
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
 def create_app(
     backends: Sequence[Any] | str,
     api_keys: set[str] | None = None,
@@ -415,365 +850,16 @@ def create_app(
     spec = None
     if isinstance(backends, (str, os.PathLike)):
         spec = str(backends)
-        backends = load_backends(spec, filename=filename, instances=instances, **(backend_kwargs or {}))
+        loaded: Sequence[Backend] = load_backends(spec, filename=filename, instances=instances,
+                                                  **(backend_kwargs or {}))
+    else:
+        loaded = cast("Sequence[Backend]", backends)  # (mypy does not narrow str out of Sequence[Any])
     if isinstance(served_model_names, str):
         served_model_names = [served_model_names]
-    names = served_names(backends, served_model_names, spec)
+    names = served_names(loaded, served_model_names, spec)
     keys = {k for k in (api_keys or set()) if k}
-    pool = ModelPool(backends, max_queue=max_queue)
-    started = int(time.time())
-    first = backends[0]
-    n_ctx = getattr(first, "n_ctx", None)
-
-    def running() -> float:
-        return float(pool.size - len(pool._free))
-
-    metrics = ServerMetrics(names[0], running, lambda: float(max(0, pool.pending - running())))
-    app = FastAPI(title="gsexplore serve", version=_version(), description=__doc__,
-                  docs_url="/docs" if docs else None, redoc_url=None,
-                  openapi_url="/openapi.json" if docs else None)
-    app.state.pool = pool
-    app.state.served_model_names = names
-    app.state.metrics = metrics
-
-    def reject_response(r: _Reject) -> JSONResponse:
-        metrics.error(r.status)
-        return JSONResponse(error_body(r.status, r.message, r.type, r.param), status_code=r.status,
-                            headers=r.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_exc(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        type_ = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "BadRequestError")
-        return reject_response(_Reject(exc.status_code, str(exc.detail), type_))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_exc(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return reject_response(_Reject(400, str(exc)))
-
-    @app.exception_handler(Exception)
-    async def _any_exc(request: Request, exc: Exception) -> JSONResponse:
-        return reject_response(_exception_reject(exc))  # a bug: still vLLM's shape
-
-    def authorize(request: Request) -> None:
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip().encode()
-        ok = False
-        for k in keys:  # compare with every key, in constant time each
-            ok |= hmac.compare_digest(token, k.encode())
-        if scheme.lower() != "bearer" or not ok:
-            raise _Reject(401, "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
-                          "AuthenticationError", headers={"WWW-Authenticate": "Bearer"})
-
-    too_large = (f"the request body is larger than this server's limit of {max_body_bytes} bytes "
-                 "(--max-body-bytes raises it)")
-
-    async def read_json(request: Request) -> dict[str, Any]:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body_bytes:
-            raise _Reject(400, too_large, param="body")
-        chunks, size = [], 0
-        async for part in request.stream():
-            size += len(part)
-            if size > max_body_bytes:
-                raise _Reject(400, too_large, param="body")
-            chunks.append(part)
-        deep = (f"the request body nests lists and objects more than {MAX_JSON_DEPTH} levels deep "
-                "(this server's limit)")
-        try:
-            body = json.loads(b"".join(chunks))
-        except RecursionError:
-            raise _Reject(400, deep, param="body") from None
-        except ValueError as e:
-            raise _Reject(400, f"malformed JSON in the request body: {e}", param="body") from None
-        if not isinstance(body, dict):
-            raise _Reject(400, "the request body must be a JSON object", param="body")
-        if json_depth(body) > MAX_JSON_DEPTH:
-            raise _Reject(400, deep, param="body")
-        return body
-
-    def validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
-        try:
-            req = model.model_validate(body)
-        except ValidationError as e:
-            raise _validation_reject(e) from None
-        except RecursionError:
-            raise _Reject(400, "the request is nested too deeply to validate", param="body") from None
-        name = body.get("model")
-        if name is not None and name not in names:
-            raise _Reject(404, f"The model `{name}` does not exist. This server serves: {', '.join(names)}",
-                          "NotFoundError", param="model")
-        extra = dict(req.model_extra or {})
-        so = getattr(req, "stream_options", None)
-        if so is not None and so.continuous_usage_stats:
-            extra["continuous_usage_stats"] = True
-        for k, v in extra.items():
-            if k in UNHONOURED and v not in (None, False, 0, "", [], {}):
-                raise _Reject(400, f"{k} is not supported by gsexplore serve: {UNHONOURED[k]}", param=k)
-        ignored = sorted(k for k in extra if k not in UNHONOURED)
-        if ignored:
-            log.warning("The following fields were present in the request but ignored: %s", ignored)
-        return req
-
-    def to_params(req: Any, **defaults: Any) -> Params:
-        data = {**defaults, **params_data(req)}
-        try:
-            p = Params.from_request(data)
-        except ParamsError as e:
-            raise _Reject(400, str(e), param=e.field) from None
-        if p.max_tokens is not None and p.max_tokens > max_tokens_cap:
-            raise _Reject(400, f"max_tokens={p.max_tokens} is more than this server allows ({max_tokens_cap}; "
-                               "--max-tokens-cap raises it)", param="max_tokens")
-        if (p.n or 1) > max_n:
-            raise _Reject(400, f"n={p.n} is more than this server allows ({max_n}; --max-n raises it)",
-                          param="n")
-        return p
-
-    def model_of(req: Any) -> str:
-        return req.model or names[0]
-
-    def include_usage(req: Any) -> bool:
-        return bool(req.stream_options and req.stream_options.include_usage)
-
-    def capped(b: Any, p: Params, n_prompt: Any) -> Params:
-        """Unset max_tokens: what fits in the context (as vLLM), but at most the server's cap."""
-        if p.max_tokens is not None:
-            return p
-        n_ctx = getattr(b, "n_ctx", None)
-        if n_ctx is None or not hasattr(b, "prompt_token_ids"):
-            return p.replace(max_tokens=max_tokens_cap)
-        if n_ctx <= max_tokens_cap:
-            return p  # the context is the tighter bound
-        room = n_ctx - n_prompt()
-        return p.replace(max_tokens=min(max_tokens_cap, room)) if room > 0 else p
-
-    def chat_job(msgs: list[dict[str, Any]], p: Params) -> tuple[Any, Any]:
-        def cap(b: Any) -> Params:
-            return capped(b, p, lambda: len(b.prompt_token_ids(msgs, p)))
-        return (lambda b: b.chat(msgs, cap(b))), (lambda b: b.stream(msgs, cap(b)))
-
-    def text_job(prompt: str, p: Params) -> tuple[Any, Any]:
-        def cap(b: Any) -> Params:
-            return capped(b, p, lambda: len(b.tokenize(prompt, bool(p.add_special_tokens))))
-        return ((lambda b: b.submit(None, cap(b), prompt=prompt).result()),
-                (lambda b: b.events(None, cap(b).replace(stream=True), streaming=True, prompt=prompt)))
-
-    async def generate(request: Request, kind: str) -> Response:
-        t0 = time.perf_counter()
-        try:
-            authorize(request)
-            body = await read_json(request)
-            if kind == "chat":
-                req = validate(ChatCompletionRequest, body)
-                p = to_params(req)
-                run, stream_fn = chat_job(to_template_messages(req.messages), p.replace(model=None, stream=None))
-                echo = None
-            else:
-                req = validate(CompletionRequest, body)
-                if req.logprobs is not None:
-                    raise _Reject(400, "logprobs on /v1/completions is not supported by gsexplore serve; "
-                                       "/v1/chat/completions returns them", param="logprobs")
-                prompt = req.prompt[0] if isinstance(req.prompt, list) and len(req.prompt) == 1 else req.prompt
-                if not isinstance(prompt, str):
-                    raise _Reject(400, "prompt must be one string (lists of prompts or of token ids are not "
-                                       "supported by gsexplore serve)", param="prompt")
-                p = to_params(req, add_special_tokens=True)  # vLLM's default for completions
-                run, stream_fn = text_job(prompt, p.replace(model=None, stream=None))
-                echo = prompt if req.echo else None
-            pool.admit()
-        except _Reject as r:
-            return reject_response(r)
-        handed_off = False  # a stream counts itself out when it ends
-        try:
-            if artificial_latency_s > 0:
-                await asyncio.sleep(artificial_latency_s)  # a network/engine delay that holds no model
-            if not p.stream:
-                try:
-                    c = await pool.run(run)
-                except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
-                    return reject_response(_exception_reject(e))
-                metrics.finished(c, time.perf_counter() - t0)
-                data = response_dict(c, model_of(req)) if kind == "chat" else text_response(c, model_of(req), echo)
-                return JSONResponse(data, headers={"x-request-id": str(data["id"])})
-            handed_off = True
-            chunks = _Chunks(model_of(req), p.n or 1, include_usage(req), p, text=kind == "text", echo=echo)
-            return await start_stream(stream_fn, chunks, t0)
-        finally:
-            if not handed_off:
-                pool.leave()
-
-    async def start_stream(stream_fn: Any, chunks: _Chunks, t0: float) -> Response:
-        """Start generating; answer with a JSON error if it fails before the first delta, else with SSE."""
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def produce(b: Any) -> None:
-            try:
-                gen = stream_fn(b)
-                try:
-                    for d in gen:
-                        loop.call_soon_threadsafe(q.put_nowait, ("delta", d))
-                        if cancel.is_set():
-                            break
-                finally:
-                    close = getattr(gen, "close", None)
-                    if close:
-                        close()
-            except BaseException as e:  # noqa: BLE001 - reported to the client
-                loop.call_soon_threadsafe(q.put_nowait, ("error", e))
-            finally:
-                loop.call_soon_threadsafe(q.put_nowait, ("end", None))
-
-        async def run_producer() -> None:
-            try:
-                await pool.run(produce)
-            except BaseException as e:  # noqa: BLE001 - it never reached the model: tell the client
-                q.put_nowait(("error", e))
-                q.put_nowait(("end", None))
-
-        task = asyncio.ensure_future(run_producer())
-        closed = False
-
-        def close() -> None:
-            """Stop generating and count the request out, once, however the response ends."""
-            nonlocal closed
-            if not closed:
-                closed = True
-                cancel.set()
-                pool.leave()
-
-        try:
-            first_item = await q.get()
-        except BaseException:
-            close()
-            raise
-        if first_item[0] != "delta":
-            close()
-            err = first_item[1] if first_item[0] == "error" else GSExploreError("the model produced nothing")
-            return reject_response(_exception_reject(err))
-        ttft = time.perf_counter() - t0
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield chunks.start()
-                item = first_item
-                while True:
-                    kind, value = item
-                    if kind == "end":
-                        break
-                    if kind == "error":
-                        r = _exception_reject(value)
-                        metrics.error(r.status)
-                        yield chunks.error(r.status, r.message, r.type)
-                    elif value.kind == "done":
-                        metrics.finished(value.completion, time.perf_counter() - t0, ttft)
-                        yield chunks.finish(value.completion)
-                    else:
-                        out = chunks.delta(value.kind, value.text, value.index)
-                        if out:
-                            yield out
-                    item = await q.get()
-                yield chunks.DONE
-            finally:
-                close()
-
-        return _EventStream(events(), on_close=close, task=task,
-                            headers={"x-request-id": chunks.id, "Cache-Control": "no-cache"})
-
-    async def chat_completions(request: Request) -> Response:
-        return await generate(request, "chat")
-
-    async def completions(request: Request) -> Response:
-        return await generate(request, "text")
-
-    async def list_models(request: Request) -> Response:
-        try:
-            authorize(request)
-        except _Reject as r:
-            return reject_response(r)
-        root = str(getattr(first, "source", None) or spec or names[0])
-        data = [{"id": n, "object": "model", "created": started, "owned_by": "gsexplore", "root": root,
-                 "parent": None, "max_model_len": n_ctx, "permission": []} for n in names]
-        return JSONResponse({"object": "list", "data": data})
-
-    async def tokenize(request: Request) -> Response:
-        try:
-            authorize(request)
-            req = validate(TokenizeRequest, await read_json(request))
-            if not hasattr(first, "tokenize"):
-                raise _Reject(400, "this server's backend cannot tokenize")
-            if req.prompt is not None:
-                add = True if req.add_special_tokens is None else req.add_special_tokens
-
-                def work() -> list[int]:
-                    return first.tokenize(req.prompt, add)
-            else:
-                p = to_params(req)
-                msgs = to_template_messages(req.messages)
-
-                def work() -> list[int]:
-                    return first.prompt_token_ids(msgs, p.replace(model=None))
-            ids = await asyncio.get_running_loop().run_in_executor(None, work)
-        except _Reject as r:
-            return reject_response(r)
-        except Exception as e:  # noqa: BLE001 - a template or params failure is the client's
-            return reject_response(_exception_reject(e))
-        strs = [first.detokenize([i]) for i in ids] if req.return_token_strs else None
-        return JSONResponse({"count": len(ids), "max_model_len": n_ctx, "tokens": ids, "token_strs": strs})
-
-    async def detokenize(request: Request) -> Response:
-        try:
-            authorize(request)
-            req = validate(DetokenizeRequest, await read_json(request))
-            if not hasattr(first, "detokenize"):
-                raise _Reject(400, "this server's backend cannot detokenize")
-            text = first.detokenize(req.tokens)
-        except _Reject as r:
-            return reject_response(r)
-        except Exception as e:  # noqa: BLE001
-            return reject_response(_exception_reject(e))
-        return JSONResponse({"prompt": text})
-
-    components: dict[str, Any] = {}
-    chat_doc = _openapi_body(ChatCompletionRequest, components)
-    text_doc = _openapi_body(CompletionRequest, components)
-    for prefix in ROUTE_PREFIXES:
-        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"],
-                          openapi_extra=chat_doc, include_in_schema=prefix == "/v1")
-        app.add_api_route(f"{prefix}/completions", completions, methods=["POST"], openapi_extra=text_doc,
-                          include_in_schema=prefix == "/v1")
-        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=prefix == "/v1")
-    app.add_api_route("/tokenize", tokenize, methods=["POST"], openapi_extra=_openapi_body(TokenizeRequest, components))
-    app.add_api_route("/detokenize", detokenize, methods=["POST"],
-                      openapi_extra=_openapi_body(DetokenizeRequest, components))
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": names, "instances": len(pool.backends), "slots": pool.size,
-                "pending": pool.pending}
-
-    @app.get("/version")
-    async def version() -> dict[str, Any]:
-        return {"version": _version()}
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    base_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = base_openapi()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-    return app
+    return _Server(loaded, names, keys, spec=spec, max_body_bytes=max_body_bytes, max_tokens_cap=max_tokens_cap,
+                   max_queue=max_queue, artificial_latency_s=artificial_latency_s, max_n=max_n, docs=docs).app
 
 
 def _version() -> str:
@@ -840,9 +926,6 @@ class ServerThread:
         self.server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
-        pool = getattr(self.app.state, "pool", None)
-        if pool is not None:
-            pool.executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> ServerThread:
         return self.start()

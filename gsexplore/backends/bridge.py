@@ -8,8 +8,9 @@ synchronously runs in a worker thread. Both reach ``async for`` through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -18,7 +19,7 @@ Emit = Callable[[Any], None]
 
 
 async def aiter_from_thread(start: Callable[[Emit], Callable[[], None]],
-                            is_last: Callable[[Any], bool]) -> AsyncIterator[Any]:
+                            is_last: Callable[[Any], bool]) -> AsyncGenerator[Any, None]:
     """Yield what ``start(emit)`` emits from any thread, on this loop, until ``is_last(item)``.
 
     ``start`` begins producing and returns a function that stops it; ``emit(item)`` may
@@ -48,12 +49,17 @@ async def aiter_from_thread(start: Callable[[Emit], Callable[[], None]],
 
 
 class _End:
-    """Marker: the iterator finished without a last item."""
+    """Marker: the thread has closed the iterator."""
 
 
 def aiter_in_thread(make: Callable[[], Iterator[T]], is_last: Callable[[Any], bool],
                     name: str = "gsexplore-stream") -> AsyncIterator[T]:
-    """An async iterator over ``make()`` run in a daemon thread (closed early when the consumer leaves)."""
+    """An async iterator over ``make()`` run in a daemon thread, up to its last item (``is_last``).
+
+    It ends once the thread has closed ``make()``'s iterator, so the iterator's own clean-up
+    has run by then (as after a sync ``for`` over it); a consumer leaving early stops the
+    thread at its next item.
+    """
     end = _End()
 
     def start(emit: Emit) -> Callable[[], None]:
@@ -65,7 +71,7 @@ def aiter_in_thread(make: Callable[[], Iterator[T]], is_last: Callable[[Any], bo
                 try:
                     for item in it:
                         emit(item)
-                        if stopped.is_set():
+                        if stopped.is_set() or is_last(item):
                             break
                 finally:
                     close = getattr(it, "close", None)
@@ -79,9 +85,11 @@ def aiter_in_thread(make: Callable[[], Iterator[T]], is_last: Callable[[Any], bo
         return stopped.set
 
     async def run() -> AsyncIterator[T]:
-        async for item in aiter_from_thread(start, lambda x: x is end or is_last(x)):
-            if item is end:
-                return
-            yield item
+        # closed with run(): the thread is told to stop as soon as the consumer leaves
+        async with contextlib.aclosing(aiter_from_thread(start, lambda x: x is end)) as items:
+            async for item in items:
+                if item is end:
+                    return
+                yield item
 
     return run()
