@@ -51,7 +51,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pydantic import BaseModel, ValidationError
 
-from . import tools as _tools
 from . import wire
 from .backends.base import Backend, Delta
 from .chat_template import TemplateError
@@ -247,17 +246,16 @@ response_dict = wire.completion_response
 class _Chunks:
     """vLLM's streaming chunks for one request (``text``: /v1/completions' ``text_completion`` chunks).
 
-    With tools, content that is a tool call is held back (``tools.StreamFilter``) and the
-    parsed ``tool_calls`` arrive in one delta before the choice's last chunk.
+    With tools, the backend's content deltas leave tool-call text out (LocalBackend holds it
+    back as vLLM's tool parser does); the parsed ``tool_calls`` arrive in one delta before the
+    choice's last chunk.
     """
 
-    def __init__(self, model: str, n: int, include_usage: bool, params: Params | None = None,
-                 text: bool = False, echo: str | None = None) -> None:
+    def __init__(self, model: str, n: int, include_usage: bool, text: bool = False,
+                 echo: str | None = None) -> None:
         self.id = wire.new_id("cmpl") if text else wire.new_id()
         self.created, self.model = int(time.time()), model
         self.n, self.include_usage, self.text, self.echo = n, include_usage, text, echo
-        p = params or Params()
-        self.filters = {i: _tools.StreamFilter(p) for i in range(n)}
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return wire.sse(wire.chunk(self.id, self.created, self.model, choices, text=self.text, **extra))
@@ -281,17 +279,11 @@ class _Chunks:
         if kind == "reasoning":
             return self._chunk([{"index": index, "delta": {"reasoning_content": text}, "logprobs": None,
                                  "finish_reason": None}])
-        f = self.filters.get(index)
-        text = f.feed(text) if f is not None else text
         return self._content(index, text) if text else b""
 
     def finish(self, c: Completion) -> bytes:
         out = []
         for ch in c.choices:
-            f = self.filters.get(ch.index)
-            owed = f.flush(bool(ch.tool_calls)) if f is not None else ""
-            if owed:
-                out.append(self._content(ch.index, owed))
             if ch.tool_calls and not self.text:
                 calls = [{"index": k, **tc} for k, tc in enumerate(ch.tool_calls)]
                 out.append(self._chunk([{"index": ch.index, "delta": {"tool_calls": calls}, "logprobs": None,
@@ -487,8 +479,8 @@ class _Job:
 
     def chunks(self) -> _Chunks:
         """The streaming chunks of this request."""
-        return _Chunks(self.model, self.params.n or 1, self.include_usage, self.params,
-                       text=self.prompt is not None, echo=self.echo)
+        return _Chunks(self.model, self.params.n or 1, self.include_usage, text=self.prompt is not None,
+                       echo=self.echo)
 
 
 class _Server:
