@@ -260,8 +260,9 @@ class _Chunks:
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return wire.sse(wire.chunk(self.id, self.created, self.model, choices, text=self.text, **extra))
 
-    def _text(self, index: int, text: str, finish: str | None = None, stop: Any = None) -> bytes:
-        return self._chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": finish,
+    def _text(self, index: int, text: str, finish: str | None = None, stop: Any = None,
+              logprobs: dict[str, Any] | None = None) -> bytes:
+        return self._chunk([{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
                              "stop_reason": stop}])
 
     def start(self) -> bytes:
@@ -289,7 +290,8 @@ class _Chunks:
                 out.append(self._chunk([{"index": ch.index, "delta": {"tool_calls": calls}, "logprobs": None,
                                          "finish_reason": None}]))
             if self.text:
-                out.append(self._text(ch.index, "", ch.finish_reason, ch.stop_reason))
+                lp = wire.text_logprobs(ch.logprobs, int(c.params.top_logprobs or 0), len(self.echo or ""))
+                out.append(self._text(ch.index, "", ch.finish_reason, ch.stop_reason, lp))
                 continue
             out.append(self._chunk([{
                 "index": ch.index, "delta": {},
@@ -669,14 +671,17 @@ class _Server:
         """A /v1/completions body as a job (one raw prompt; LocalBackend only)."""
         req = self.validate(CompletionRequest, body)
         _raw(self.first)
-        if req.logprobs is not None:
-            raise _Reject(400, "logprobs on /v1/completions is not supported by gsexplore serve; "
-                               "/v1/chat/completions returns them", param="logprobs")
+        if req.logprobs is not None and req.echo:
+            raise _Reject(400, "echo with logprobs needs the prompt's logprobs, which gsexplore serve does not "
+                               "return on /v1/completions; use prompt_logprobs on /v1/chat/completions",
+                          param="echo")
         prompt = req.prompt[0] if isinstance(req.prompt, list) and len(req.prompt) == 1 else req.prompt
         if not isinstance(prompt, str):
             raise _Reject(400, "prompt must be one string (lists of prompts or of token ids are not "
                                "supported by gsexplore serve)", param="prompt")
-        p = self.to_params(req, add_special_tokens=True)  # vLLM's default for completions
+        # vLLM's default for completions; logprobs=N is the chat's logprobs with N top_logprobs
+        top = {} if req.logprobs is None else {"logprobs": True, "top_logprobs": req.logprobs}
+        p = self.to_params(req, add_special_tokens=True, **top)
         return self._job(req, p, prompt=prompt, echo=prompt if req.echo else None)
 
     # --- generating ---------------------------------------------------------------

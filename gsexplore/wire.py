@@ -16,8 +16,8 @@ from .completion import Completion, MessagesLike, to_messages
 from .params import Params
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "KEY_ENV", "Spelling", "request_body", "py_literal",
-           "new_id", "message", "choice", "chat_response", "completion_response", "text_response", "chunk", "sse",
-           "error_body", "usage_dict", "DONE"]
+           "new_id", "message", "choice", "chat_response", "completion_response", "text_logprobs", "text_response",
+           "chunk", "sse", "error_body", "usage_dict", "DONE"]
 
 DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
 DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
@@ -118,12 +118,33 @@ def completion_response(c: Completion, model: str) -> dict[str, Any]:
     return raw
 
 
+def text_logprobs(entries: list[dict[str, Any]] | None, top_n: int, offset: int = 0) -> dict[str, Any] | None:
+    """/v1/completions' logprobs object (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``)
+    from chat-shaped logprob entries; each ``top_logprobs`` dict holds the sampled token and the
+    ``top_n`` most likely (vLLM's), and is left out when ``top_n`` is 0 (``logprobs=0``)."""
+    if entries is None:
+        return None
+    out: dict[str, Any] = {"text_offset": [], "token_logprobs": [], "tokens": [], "top_logprobs": []}
+    for e in entries:
+        out["text_offset"].append(offset)
+        out["tokens"].append(e["token"])
+        out["token_logprobs"].append(e["logprob"])
+        offset += len(e["token"])
+        if top_n:
+            top = {e["token"]: e["logprob"]}
+            top.update((t["token"], t["logprob"]) for t in (e.get("top_logprobs") or [])[:top_n])
+            out["top_logprobs"].append(top)
+    return out
+
+
 def text_response(c: Completion, model: str, echo: str | None = None) -> dict[str, Any]:
     """vLLM's /v1/completions response (``text_completion``) for a Completion."""
+    top_n = int(c.params.top_logprobs or 0)
     return {
         "id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
         "model": model,
-        "choices": [{"index": ch.index, "text": (echo or "") + (ch.content or ""), "logprobs": None,
+        "choices": [{"index": ch.index, "text": (echo or "") + (ch.content or ""),
+                     "logprobs": text_logprobs(ch.logprobs, top_n, len(echo or "")),
                      "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason,
                      "prompt_logprobs": None} for ch in c.choices],
         "usage": c.usage.to_dict(),

@@ -180,7 +180,30 @@ def test_completions_use_the_raw_prompt(srv):
     ev = sse(stream.text)
     assert ev[-1] == "[DONE]" and all(e["object"] == "text_completion" for e in ev[:-1])
     assert "".join(e["choices"][0]["text"] for e in ev[:-1]) == prompt + ch["text"]
-    assert err(post(srv, {"prompt": prompt, "logprobs": 2}, path="/v1/completions"), 400)["param"] == "logprobs"
+    assert err(post(srv, {"prompt": prompt, "logprobs": 2, "echo": True}, path="/v1/completions"), 400)[
+        "param"] == "echo"  # echo's logprobs would be the prompt's
+
+
+def test_completions_logprobs_have_vllms_shape(srv):
+    prompt = "<|im_start|>user\nHola<|im_end|>\n<|im_start|>assistant\n"
+    body = {"prompt": prompt, "max_tokens": 4, "min_tokens": 4, "ignore_eos": True, "seed": 3, "logprobs": 2}
+    ch = post(srv, body, path="/v1/completions").json()["choices"][0]
+    lp = ch["logprobs"]
+    assert set(lp) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"} and len(lp["tokens"]) == 4
+    assert "".join(lp["tokens"]) == ch["text"]
+    assert lp["text_offset"] == [sum(len(t) for t in lp["tokens"][:i]) for i in range(4)]
+    for tok, x, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+        assert x <= 0 and top[tok] == x and 2 <= len(top) <= 3  # the sampled token and the 2 most likely
+        assert max(top.values()) >= x
+    # the same seed streamed gives the same logprobs
+    streamed = sse(post(srv, {**body, "stream": True}, path="/v1/completions").text)
+    last = [e for e in streamed[:-1] if e["choices"] and e["choices"][0]["finish_reason"]][0]
+    assert last["choices"][0]["logprobs"] == lp  # streamed: all at once in the last chunk
+    zero = post(srv, {**body, "logprobs": 0}, path="/v1/completions").json()["choices"][0]["logprobs"]
+    assert zero["top_logprobs"] == [] and zero["token_logprobs"] == lp["token_logprobs"]
+    assert post(srv, {k: v for k, v in body.items() if k != "logprobs"},
+                path="/v1/completions").json()["choices"][0]["logprobs"] is None
+    assert err(post(srv, {**body, "logprobs": 21}, path="/v1/completions"), 400)["param"] == "logprobs"
 
 
 def test_tokenize_and_detokenize(srv, tiny_backend):
