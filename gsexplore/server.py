@@ -679,9 +679,7 @@ class _Server:
         if not isinstance(prompt, str):
             raise _Reject(400, "prompt must be one string (lists of prompts or of token ids are not "
                                "supported by gsexplore serve)", param="prompt")
-        # vLLM's default for completions; logprobs=N is the chat's logprobs with N top_logprobs
-        top = {} if req.logprobs is None else {"logprobs": True, "top_logprobs": req.logprobs}
-        p = self.to_params(req, add_special_tokens=True, **top)
+        p = self.to_params(req, add_special_tokens=True)  # vLLM's default for completions
         return self._job(req, p, prompt=prompt, echo=prompt if req.echo else None)
 
     # --- generating ---------------------------------------------------------------

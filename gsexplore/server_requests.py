@@ -166,8 +166,8 @@ def params_data(req: BaseModel) -> dict[str, Any]:
     """The request's `Params` fields (for ``Params.from_request``), as the client set them."""
     names = set(Params.names())
     data = {k: getattr(req, k) for k in req.model_fields_set if k in names and getattr(req, k) is not None}
-    if not isinstance(data.get("logprobs", False), bool):
-        del data["logprobs"]  # /v1/completions' logprobs=N: the caller maps it (logprobs + top_logprobs)
+    if not isinstance(data.get("logprobs", False), bool):  # /v1/completions' logprobs=N: N top logprobs
+        data["top_logprobs"], data["logprobs"] = data["logprobs"], True
     mct = getattr(req, "max_completion_tokens", None)
     if mct is not None:
         data["max_tokens"] = mct

@@ -121,7 +121,7 @@ def completion_response(c: Completion, model: str) -> dict[str, Any]:
 def text_logprobs(entries: list[dict[str, Any]] | None, top_n: int, offset: int = 0) -> dict[str, Any] | None:
     """/v1/completions' logprobs object (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``)
     from chat-shaped logprob entries; each ``top_logprobs`` dict holds the sampled token and the
-    ``top_n`` most likely (vLLM's), and is left out when ``top_n`` is 0 (``logprobs=0``)."""
+    ``top_n`` most likely (vLLM's); the list is empty when ``top_n`` is 0 (``logprobs=0``)."""
     if entries is None:
         return None
     out: dict[str, Any] = {"text_offset": [], "token_logprobs": [], "tokens": [], "top_logprobs": []}

@@ -71,7 +71,8 @@ def retrying(max_retries: int | None = None, backoff_s: float | None = None) -> 
         _RETRY.reset(token)
 
 
-def _is_done(d: Any) -> bool:
+def is_done(d: Any) -> bool:
+    """Whether ``d`` is the last item of an event stream (the "done" Delta)."""
     return isinstance(d, Delta) and d.kind == "done"
 
 
@@ -119,7 +120,7 @@ class Backend(ABC):
 
     def aevents(self, messages: MessagesLike, params: Params, *, streaming: bool) -> AsyncIterator[Delta]:
         """Async twin of `events`; by default `events` runs in a worker thread."""
-        return aiter_in_thread(lambda: self.events(messages, params, streaming=streaming), _is_done,
+        return aiter_in_thread(lambda: self.events(messages, params, streaming=streaming), is_done,
                                name=f"gsexplore-{self.name}")
 
     # --- written once over it -----------------------------------------------------

@@ -75,7 +75,7 @@ from ..chat_template import render_chat_template
 from ..completion import Completion, Messages, Usage
 from ..errors import GSExploreError, ParamsError, UnsupportedParam
 from ..params import Params
-from .base import Backend, Delta, MessagesLike, merge_params, to_messages
+from .base import Backend, Delta, MessagesLike, is_done, merge_params, to_messages
 from .bridge import aiter_from_thread
 from .llama.engine import EngineError
 from .llama.hardware import ExtraBuffers, default_threads
@@ -509,7 +509,7 @@ class LocalBackend(Backend):
         def start(emit: Callable[[Any], None]) -> Callable[[], None]:
             return self.submit(messages, params, prompt=prompt, on_event=emit).cancel
 
-        return aiter_from_thread(start, lambda ev: isinstance(ev, Delta) and ev.kind == "done")
+        return aiter_from_thread(start, is_done)
 
     def prompt_token_count(self, messages: MessagesLike, params: Params | None = None) -> int:
         """The prompt's tokens (chat template, add_special_tokens and truncate_prompt_tokens applied)."""
@@ -526,17 +526,20 @@ class LocalBackend(Backend):
         n_prompt = len(prep.prompt_ids)
         completion_tokens = sum(o.completion_tokens for o in outs)
         id_ = wire.new_id()
+        prompt_ids = prep.prompt_ids.tolist()
+        guided = None  # the same for every choice: computed once
         choices = []
         for o in outs:
             content, calls, finish = _tools.tool_message(p, o.content, o.finish_reason)
             info: dict[str, Any] = {
                 "sampling_defaults": dict(lm.defaults), "seed": o.seed, "seeded": plan.seeded,
                 "prompt_text": prep.prompt_text, "token_ids": o.token_ids,
-                "prompt_token_ids": prep.prompt_ids.tolist(),
+                "prompt_token_ids": list(prompt_ids),
                 "prompt_tokens_evaluated": er.prompt_tokens_evaluated}
             if o.constraint_accepting is not None:
+                guided = guided if guided is not None else guided_engine_info(_constraint_params(p))
                 info["constraint_accepting"] = o.constraint_accepting
-                info.update(guided_engine_info(_constraint_params(p)))
+                info.update(guided)
             choices.append(Completion(
                 content=content, reasoning_content=o.reasoning_content, finish_reason=finish,
                 stop_reason=o.stop_reason, tool_calls=calls, logprobs=o.logprobs,
