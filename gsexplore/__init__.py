@@ -10,7 +10,7 @@ from typing import Any
 
 from .completion import Completion, Usage
 from .errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError,
-                     BadRequestError, GSExploreError, ModelNotFoundError, ParamsError,
+                     BadRequestError, EngineError, GSExploreError, ModelNotFoundError, ParamsError,
                      RateLimitError, ServerError, UnsupportedParam)
 from .params import Params, ParamSpec
 
@@ -34,7 +34,7 @@ _LAZY = {
 }
 
 __all__ = ["APIConnectionError", "APIError", "APITimeoutError", "AuthenticationError", "BadRequestError",
-           "Completion", "GSExploreError", "ModelNotFoundError", "ParamSpec", "Params", "ParamsError",
+           "Completion", "EngineError", "GSExploreError", "ModelNotFoundError", "ParamSpec", "Params", "ParamsError",
            "RateLimitError", "ServerError", "UnsupportedParam", "Usage", "sweep", *_LAZY]
 
 

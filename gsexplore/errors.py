@@ -4,6 +4,7 @@ GSExploreError
 ├── ParamsError          invalid parameter value or combination (also a ValueError)
 ├── UnsupportedParam     a parameter this backend cannot honour
 ├── ModelNotFoundError   a model file or repository that cannot be resolved
+├── EngineError          the local engine (llama.cpp) failed, or its model was closed
 └── APIError             anything the remote API (or the path to it) did wrong
     ├── AuthenticationError  401 / 403
     ├── BadRequestError      400 / 404 / 422
@@ -47,6 +48,10 @@ class UnsupportedParam(GSExploreError):
 
 class ModelNotFoundError(GSExploreError, FileNotFoundError):
     """A model path, offline model or Hugging Face file could not be resolved."""
+
+
+class EngineError(GSExploreError, RuntimeError):
+    """llama.cpp failed while generating, or the model was closed (not the request's fault)."""
 
 
 class APIError(GSExploreError):

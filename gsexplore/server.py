@@ -340,7 +340,7 @@ def _exception_reject(exc: BaseException) -> _Reject:
         return _Reject(400, str(exc), param=exc.param)
     if isinstance(exc, ParamsError):
         return _Reject(400, str(exc), param=exc.field)
-    from .backends.llama.engine import EngineError
+    from .errors import EngineError
 
     if isinstance(exc, EngineError):  # llama.cpp failed: the server's fault, as vLLM's 500
         log.error("generation failed: %s", exc)

@@ -73,11 +73,10 @@ from .. import tools as _tools
 from .. import wire
 from ..chat_template import render_chat_template
 from ..completion import Completion, Messages, Usage
-from ..errors import GSExploreError, ParamsError, UnsupportedParam
+from ..errors import EngineError, GSExploreError, ParamsError, UnsupportedParam
 from ..params import Params
 from .base import Backend, Delta, MessagesLike, is_done, merge_params, to_messages
 from .bridge import aiter_from_thread
-from .llama.engine import EngineError
 from .llama.hardware import ExtraBuffers, default_threads
 from .llama.loading import llama_cpp_module
 from .llama.model import NEUTRAL_DEFAULTS, LoadedModel, gguf_sampling, load_model, loaded_models, unload_all
@@ -356,6 +355,10 @@ class LocalBackend(Backend):
                               field="tokens", value=bad[:10])
         return b"".join(self._lm.piece(int(i))[0] for i in token_ids).decode("utf-8", errors="replace")
 
+    def token_text(self, token_id: int) -> str:
+        """One token's text (special tokens rendered)."""
+        return self.detokenize([token_id])
+
     def _tokenize_prompt(self, text: str, p: Params) -> np.ndarray:
         toks = self._lm.tokenize(text, add_special=bool(p.add_special_tokens))
         if p.truncate_prompt_tokens is not None:
@@ -510,6 +513,18 @@ class LocalBackend(Backend):
             return self.submit(messages, params, prompt=prompt, on_event=emit).cancel
 
         return aiter_from_thread(start, is_done)
+
+    def prompt_events(self, prompt: str, params: Params, *, streaming: bool) -> Iterator[Delta]:
+        """`events` for a raw prompt text (no chat template), as vLLM's /v1/completions."""
+        return self.events(None, params, streaming=streaming, prompt=prompt)
+
+    def aprompt_events(self, prompt: str, params: Params, *, streaming: bool) -> AsyncIterator[Delta]:
+        """Async twin of `prompt_events`."""
+        return self.aevents(None, params, streaming=streaming, prompt=prompt)
+
+    def engine_stats(self) -> dict[str, Any]:
+        """The engine's counters: steps, tokens decoded, running and waiting sequences, slots."""
+        return self._lm.engine.info()
 
     def prompt_token_count(self, messages: MessagesLike, params: Params | None = None) -> int:
         """The prompt's tokens (chat template, add_special_tokens and truncate_prompt_tokens applied)."""

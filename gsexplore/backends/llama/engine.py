@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import GSExploreError
+from ...errors import EngineError
 from .driver import driver
 from .sampler import clamp_lp, logsumexp, top_ids
 from .sequence import EngineRequest, Sequence
@@ -49,10 +49,6 @@ log = logging.getLogger("gsexplore.engine")
 _SEED_MOD = 0xFFFFFFFF  # llama.cpp reads seed 0xFFFFFFFF as "random": stay below it
 #: wait for another sequence's prompt evaluation when it would give at least this many tokens
 _WAIT_FOR_SHARED = 16
-
-
-class EngineError(GSExploreError, RuntimeError):
-    """llama.cpp failed while generating, or the model was closed (not the request's fault)."""
 
 
 class _Slot:
