@@ -514,7 +514,8 @@ async def test_priority_orders_the_requests_waiting_in_the_server(demo_model_pat
             tasks = []
             async with client.stream("POST", "/v1/chat/completions", json=holder) as r:
                 assert r.status_code == 200
-                await anext(r.aiter_lines())  # streaming: it holds the only slot
+                lines = r.aiter_lines()  # kept: dropping the iterator would close the response
+                await anext(lines)  # streaming: it holds the only slot
                 for k, priority in enumerate(priorities):
                     tasks.append(asyncio.create_task(ask(k, priority)))
                     deadline = time.monotonic() + 30
