@@ -333,6 +333,23 @@ def test_client_leaving_mid_stream_frees_the_model(scripted_server):
     assert httpx.get(scripted_server.base + "/health").json()["pending"] == 0  # counted out of the queue
 
 
+def test_admission_sends_each_request_to_the_least_loaded_instance_and_counts_the_queue():
+    from gsexplore.serve.admission import Admission
+    from gsexplore.serve.errors import Reject
+
+    big, small = Scripted(slots=2), Scripted(slots=1)
+    adm = Admission([big, small], max_queue=1)
+    tickets = [adm.admit() for _ in range(4)]
+    assert [t.backend() for t in tickets] == [big, small, big, big]  # in flight per slot, then order
+    assert (adm.running, adm.waiting, adm.pending) == (3, 1, 4)
+    with pytest.raises(Reject) as e:  # 3 slots + 1 waiting: the fifth is refused, naming the flag
+        adm.admit()
+    assert e.value.status == 429 and "--max-queue" in e.value.message and int(e.value.headers["Retry-After"]) >= 1
+    tickets[1].close()
+    tickets[1].close()  # counted out once
+    assert (adm.running, adm.waiting, adm.pending) == (2, 1, 3) and adm.admit().backend() is small
+
+
 def test_a_backend_without_a_capability_gets_a_400_naming_it(scripted_server):
     """The scripted backend neither tokenizes nor completes raw prompts (no Tokenizer, no RawPrompt)."""
     for path, body, what in [("/tokenize", {"prompt": "hola"}, "tokenize"),
