@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gsexplore as gs  # noqa: E402
 from gsexplore.backends.remote import RemoteBackend  # noqa: E402
-from gsexplore.server import ServerThread, create_app, load_backends  # noqa: E402
+from gsexplore.serve import ServerThread, create_app, load_backends  # noqa: E402
 
 TARGET = 1.15
 PROMPT = "Hola, cómo estás?"

@@ -122,11 +122,11 @@ def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import server
+    from . import serve
 
-    keys = server.load_keys(args.api_key_file)
-    server.check_binding(args.host, keys)
-    server.serve(
+    keys = serve.load_keys(args.api_key_file)
+    serve.check_binding(args.host, keys)
+    serve.serve(
         args.model, filename=args.filename, host=args.host, port=args.port, api_keys=keys,
         instances=args.instances, served_model_names=args.served_model_name,
         max_tokens_cap=args.max_tokens_cap, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,

@@ -14,7 +14,7 @@ import pytest
 
 import gsexplore as gs
 from gsexplore.backends.remote import RemoteBackend
-from gsexplore.server import ServerThread, create_app
+from gsexplore.serve import ServerThread, create_app
 
 KEY = "aula-7-clave-b41c9e0d"
 PROMPT = [{"role": "system", "content": "Responde en español."}, {"role": "user", "content": "¿Qué es un token?"}]

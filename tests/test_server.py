@@ -23,7 +23,7 @@ import gsexplore as gs
 from gsexplore.backends.base import Backend, Delta, merge_params, to_messages
 from gsexplore.backends.remote import RemoteBackend
 from gsexplore.completion import Completion, Usage
-from gsexplore.server import ServerThread, check_binding, create_app, is_loopback, load_keys
+from gsexplore.serve import ServerThread, check_binding, create_app, is_loopback, load_keys
 
 KEY = "clase-de-prueba-7f3a9c"
 SEED_BODY = {"model": "Qwen/Qwen3-1.7B", "messages": [{"role": "user", "content": "Hola, cómo estás?"}],
@@ -34,17 +34,23 @@ SEED_BODY = {"model": "Qwen/Qwen3-1.7B", "messages": [{"role": "user", "content"
 
 
 class Scripted(Backend):
-    """Answers instantly or after `delay`; counts how many requests it runs at once."""
+    """Answers instantly or after `delay`; counts how many requests it runs at once.
+
+    Like an engine, it generates `slots` requests at once and queues the rest (the server submits
+    every admitted request at once and keeps no queue of its own).
+    """
 
     name = "local"
     model = "scripted.gguf"
 
-    def __init__(self, delay: float = 0.0, fail_after: int | None = None):
-        self.delay, self.fail_after = delay, fail_after
+    def __init__(self, delay: float = 0.0, fail_after: int | None = None, slots: int = 1):
+        self.delay, self.fail_after, self.slots = delay, fail_after, slots
         self.now = self.max_now = self.calls = 0
         self.lock = threading.Lock()
+        self.queue = threading.BoundedSemaphore(slots)
 
     def _enter(self):
+        self.queue.acquire()
         with self.lock:
             self.now += 1
             self.calls += 1
@@ -53,6 +59,7 @@ class Scripted(Backend):
     def _leave(self):
         with self.lock:
             self.now -= 1
+        self.queue.release()
 
     def events(self, messages, params, *, streaming):
         p = params
@@ -261,6 +268,7 @@ async def test_queue_full_gives_429_with_retry_after(scripted_server):
     assert codes == [200, 200, 429, 429]
     busy = next(r for r in rs if r.status_code == 429)
     assert int(busy.headers["retry-after"]) >= 1 and busy.json()["error"]["type"] == "RateLimitError"
+    assert "--max-queue" in busy.json()["error"]["message"]  # the flag that changes the limit
     # the client sees RateLimitError with the hint, and its retry gets through
     remote = RemoteBackend(srv.url, api_key=KEY, model="scripted", max_retries=0)
     results = await asyncio.gather(*(remote.achat("x", max_tokens=1) for _ in range(4)), return_exceptions=True)
@@ -323,6 +331,34 @@ def test_client_leaving_mid_stream_frees_the_model(scripted_server):
     while httpx.get(scripted_server.base + "/health").json()["pending"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert httpx.get(scripted_server.base + "/health").json()["pending"] == 0  # counted out of the queue
+
+
+def test_admission_sends_each_request_to_the_least_loaded_instance_and_counts_the_queue():
+    from gsexplore.serve.admission import Admission
+    from gsexplore.serve.errors import Reject
+
+    big, small = Scripted(slots=2), Scripted(slots=1)
+    adm = Admission([big, small], max_queue=1)
+    tickets = [adm.admit() for _ in range(4)]
+    assert [t.backend() for t in tickets] == [big, small, big, big]  # in flight per slot, then order
+    assert (adm.running, adm.waiting, adm.pending) == (3, 1, 4)
+    with pytest.raises(Reject) as e:  # 3 slots + 1 waiting: the fifth is refused, naming the flag
+        adm.admit()
+    assert e.value.status == 429 and "--max-queue" in e.value.message and int(e.value.headers["Retry-After"]) >= 1
+    tickets[1].close()
+    tickets[1].close()  # counted out once
+    assert (adm.running, adm.waiting, adm.pending) == (2, 1, 3) and adm.admit().backend() is small
+
+
+def test_a_backend_without_a_capability_gets_a_400_naming_it(scripted_server):
+    """The scripted backend neither tokenizes nor completes raw prompts (no Tokenizer, no RawPrompt)."""
+    for path, body, what in [("/tokenize", {"prompt": "hola"}, "tokenize"),
+                             ("/detokenize", {"tokens": [1, 2]}, "detokenize"),
+                             ("/v1/completions", {"prompt": "hola", "max_tokens": 1}, "complete a raw prompt")]:
+        r = post(scripted_server, body, path=path)
+        assert r.status_code == 400, path
+        assert r.json()["error"]["message"] == f"this server's backend cannot {what}"
+    assert post(scripted_server, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}).status_code == 200
 
 
 # --- keys and binding -------------------------------------------------------------------
@@ -396,9 +432,9 @@ def test_cli_serve_subprocess(tiny_model_path, tmp_path):
 
 async def test_two_real_instances_answer_alike(tiny_model_path):
     app = create_app(str(tiny_model_path), api_keys={KEY}, instances=2, served_model_names=["tiny"])
-    pool = app.state.pool
-    assert len(pool.backends) == 2 and pool.backends[0].lock is not pool.backends[1].lock  # a model each
-    assert pool.size == sum(b.slots for b in pool.backends)
+    adm = app.state.admission
+    assert len(adm.backends) == 2 and adm.backends[0].lock is not adm.backends[1].lock  # a model each
+    assert adm.size == sum(b.slots for b in adm.backends)
     with ServerThread(app) as srv:
         async with RemoteBackend(srv.url, api_key=KEY, model="tiny") as remote:
             got = await asyncio.gather(*(remote.achat("Hola", seed=5, max_tokens=8) for _ in range(4)))
@@ -443,7 +479,7 @@ async def test_concurrent_requests_batch_in_one_engine_and_a_leaving_client_free
 
     b = LocalBackend(str(demo_model_path), n_ctx=256, slots=4, shared=False)
     app = create_app([b], api_keys={KEY}, served_model_names=["demo"])
-    assert app.state.pool.size == 4
+    assert app.state.admission.size == 4
     with ServerThread(app) as srv:
         async with RemoteBackend(srv.url, api_key=KEY, model="demo") as remote:
             got = await asyncio.gather(*(remote.achat(f"Say {i}.", seed=i, max_tokens=12, min_tokens=12,
@@ -462,6 +498,49 @@ async def test_concurrent_requests_batch_in_one_engine_and_a_leaving_client_free
                 if i > 6:
                     break                                   # the client goes away mid-stream
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (b.info()["engine_running"] or app.state.pool.pending):
+        while time.monotonic() < deadline and (b.info()["engine_running"] or app.state.admission.pending):
             time.sleep(0.05)
-        assert b.info()["engine_running"] == 0 and app.state.pool.pending == 0
+        assert b.info()["engine_running"] == 0 and app.state.admission.pending == 0
+
+
+async def test_priority_orders_the_requests_waiting_in_the_server(demo_model_path):
+    """With the engine's one slot busy, waiting requests start by priority (lower first, as vLLM), then arrival."""
+    from gsexplore.backends.local import LocalBackend
+
+    b = LocalBackend(str(demo_model_path), n_ctx=2048, slots=1, shared=False)
+    app = create_app([b], api_keys={KEY}, served_model_names=["demo"])
+    priorities = [3, 1, 2, 1, 0]
+    finished: list[int] = []
+    with ServerThread(app) as srv:
+        async with httpx.AsyncClient(base_url=srv.base, headers={"Authorization": f"Bearer {KEY}"},
+                                     timeout=60) as client:
+            async def waiting() -> float:
+                text = (await client.get("/metrics")).text
+                return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                            if line.startswith("vllm:num_requests_waiting{"))
+
+            async def ask(k: int, priority: int) -> None:
+                r = await client.post("/v1/chat/completions", json={
+                    "model": "demo", "messages": [{"role": "user", "content": f"Say {k}."}], "seed": k,
+                    "priority": priority, "max_tokens": 8, "min_tokens": 8, "ignore_eos": True})
+                assert r.status_code == 200, r.text
+                finished.append(k)
+
+            holder = {"model": "demo", "messages": [{"role": "user", "content": "Count."}], "stream": True,
+                      "max_tokens": 1500, "min_tokens": 1500, "ignore_eos": True}
+            tasks = []
+            async with client.stream("POST", "/v1/chat/completions", json=holder) as r:
+                assert r.status_code == 200
+                lines = r.aiter_lines()  # kept: dropping the iterator would close the response
+                await anext(lines)  # streaming: it holds the only slot
+                for k, priority in enumerate(priorities):
+                    tasks.append(asyncio.create_task(ask(k, priority)))
+                    deadline = time.monotonic() + 30
+                    while await waiting() < k + 1:  # the engine has it in its queue: arrival order is fixed
+                        assert time.monotonic() < deadline, "the request never reached the engine's queue"
+                        await asyncio.sleep(0.01)
+                assert finished == [] and app.state.admission.pending == 1 + len(priorities)
+            # the client left the stream: its slot is freed, and the waiting requests get it one at a time
+            await asyncio.gather(*tasks)
+    b.close()
+    assert finished == [4, 1, 3, 2, 0]  # priority 0, then the two 1s in arrival order, then 2, then 3

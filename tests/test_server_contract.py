@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gsexplore import tools as gst
-from gsexplore.server import MAX_JSON_DEPTH, ServerThread, create_app
+from gsexplore.serve import MAX_JSON_DEPTH, ServerThread, create_app
 
 KEY = "clave-contrato-91b2"
 HDR = {"Authorization": f"Bearer {KEY}"}
@@ -132,7 +132,7 @@ def test_deeply_nested_bodies_are_400_not_500(srv, depth):
 def test_unknown_and_inert_fields_are_ignored_with_one_warning(srv, caplog):
     inert = {"frobnicate": 3, "user": "alumno-7", "metadata": {"curso": "ia"}, "store": False,
              "parallel_tool_calls": True, "service_tier": "auto"}
-    with caplog.at_level(logging.WARNING, logger="gsexplore.server"):
+    with caplog.at_level(logging.WARNING, logger="gsexplore.serve"):
         r = post(srv, chat(**inert))
     assert r.status_code == 200, r.text
     lines = [rec.getMessage() for rec in caplog.records if "ignored" in rec.getMessage()]

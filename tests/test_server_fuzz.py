@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from gsexplore.server import ServerThread, create_app
+from gsexplore.serve import ServerThread, create_app
 
 KEY = "clave-fuzz-5d21"
 EXAMPLES = 40

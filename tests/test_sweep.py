@@ -472,7 +472,7 @@ def test_killed_process_loses_no_finished_row(tiny, tmp_path):
 
 def test_remote_sweep_against_gsexplore_serve_records_errors(tiny, tmp_path):
     from gsexplore.backends.remote import RemoteBackend
-    from gsexplore.server import ServerThread, create_app
+    from gsexplore.serve import ServerThread, create_app
 
     key = "clave-secreta-de-prueba-123"
     app = create_app([tiny], api_keys={key}, served_model_names=["tiny"])

@@ -82,7 +82,7 @@ class Backend(ABC):
     What a backend declares, for sweeps and ``gsexplore serve``:
     ``remote`` (it generates on a server: the caller's concurrency bounds it),
     ``slots`` (requests it generates at once in this process), ``n_ctx`` (tokens one
-    request may hold, None when unknown), ``secrets()`` (values to scrub),
+    request may hold, None when unknown), ``source`` (the model spec it was loaded from), ``secrets()`` (values to scrub),
     ``prompt_token_count()`` (its tokenizer's count, None when it has none).
     """
 
@@ -91,7 +91,11 @@ class Backend(ABC):
     #: Generates on a server: callers bound it with their own concurrency (gs.sweep's ``concurrency``).
     remote: bool = False
     #: Requests generated at once in this process (a local engine's batch); callers keep this many in flight.
+    #: A caller may submit more (``gsexplore serve`` submits every admitted request at once): the backend
+    #: queues them (LocalBackend's engine, by ``priority`` then arrival).
     slots: int = 1
+    #: The model spec the backend was loaded from ("demo", a path, a repo id); None when it has none.
+    source: str | None = None
     #: Tokens one request may hold (prompt + completion); None when the backend cannot say.
     n_ctx: int | None = None
 

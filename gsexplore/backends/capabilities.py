@@ -28,6 +28,10 @@ class Tokenizer(Protocol):
     def token_text(self, token_id: int) -> str:
         """One token's text, special tokens rendered."""
         ...
+    def prompt_token_ids(self, messages: MessagesLike, params: Params | None = None,
+                         **overrides: Any) -> list[int]:
+        """The token ids of a chat request's prompt, as the chat template renders it."""
+        ...
 
 
 @runtime_checkable

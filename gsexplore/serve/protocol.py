@@ -21,10 +21,14 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from .params import Params
+from ..params import Params
 
 __all__ = ["ChatCompletionRequest", "CompletionRequest", "TokenizeRequest", "DetokenizeRequest",
-           "UNHONOURED", "params_data", "to_template_messages", "json_depth"]
+           "UNHONOURED", "MAX_JSON_DEPTH", "params_data", "to_template_messages", "json_depth"]
+
+#: The deepest nesting of lists and objects a request body may have (vLLM has no limit of its own;
+#: Python's JSON parser fails near 1,000 levels, so the server answers 400 well before).
+MAX_JSON_DEPTH = 64
 
 #: Fields vLLM knows that would change the output and that the local engine cannot honour.
 UNHONOURED = {
