@@ -28,6 +28,12 @@ base:
 """
 
 
+@pytest.fixture(autouse=True)
+def _english(monkeypatch):
+    """These tests read the English catalogue (`gsexplore.i18n`); Spanish is the default."""
+    monkeypatch.setenv("GSEXPLORE_LANG", "en")
+
+
 def test_cli_runs_a_config_writes_everything_and_resumes(tmp_path, capsys):
     cfg = tmp_path / "capitales.yaml"
     cfg.write_text(CONFIG, encoding="utf-8")
