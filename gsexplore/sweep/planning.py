@@ -26,7 +26,7 @@ from ..prompts import Prompt, PromptsLike, load_prompts
 from .grid import Setting, expand
 
 if TYPE_CHECKING:
-    from ..batch.export import BatchExport
+    from .export import BatchExport
 
 __all__ = ["plan", "Cell", "SweepPlan", "cell_id", "derive_seed", "request_key"]
 
@@ -150,8 +150,9 @@ class SweepPlan:
     def to_batch(self, path: str | os.PathLike, *, spelling: Literal["guided", "structured_outputs"] | None = None,
                  model: str | None = None, store: str | os.PathLike | None = None,
                  progress: bool = True) -> BatchExport:
-        """Write the requests not yet in the store as an OpenAI/vLLM batch file (see `gsexplore.batch`)."""
-        from ..batch.export import export
+        """Write the requests not yet in the store as an OpenAI/vLLM batch file, and its plan file beside it
+        (see `gsexplore.sweep.export`); import the results with `gsexplore.load_batch`."""
+        from .export import export  # export builds on this module
 
         return export(self, path, spelling=spelling, model=model, store=store or self.store, progress=progress)
 
