@@ -70,7 +70,8 @@ def line_error(line: dict[str, Any]) -> APIError:
 
 
 def engine_of(line: dict[str, Any]) -> str:
-    """Which engine wrote a result line, from its id: vllm, openai, gsexplore, else unknown."""
+    """Which engine wrote a result line, from its id: vllm, openai, gsexplore, ray (examples/ray_batch.py),
+    else unknown."""
     lid = str(line.get("id") or "")
     if lid.startswith("vllm-"):
         return "vllm"
@@ -78,6 +79,8 @@ def engine_of(line: dict[str, Any]) -> str:
         return "openai"
     if lid.startswith("gsexplore-"):
         return "gsexplore"
+    if lid.startswith("ray-"):
+        return "ray"
     return "unknown"
 
 
