@@ -109,6 +109,25 @@ def test_exported_batch_run_locally_and_imported_matches_the_online_sweep(demo_l
     assert plan(remote, PROMPTS, grid=GRID, repeats=4, base=base, done=done_keys(Store(store))).n_todo == 0
 
 
+def test_batch_run_writes_refused_requests_as_failed_lines(demo_local, tmp_path):
+    from gsexplore.batch import run_file
+
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hola"}], "max_tokens": 2}
+    bad = [{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {**body, "model": "nope"}},
+           {"custom_id": "b", "method": "POST", "url": "/v1/embeddings", "body": body},
+           {"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {**body, "top_p": 7}},
+           {"custom_id": "d", "method": "POST", "url": "/v1/chat/completions", "body": body}]
+    requests = tmp_path / "r.jsonl"
+    requests.write_text("".join(json.dumps(x) + "\n" for x in bad), encoding="utf-8")
+    counts = run_file(requests, tmp_path / "o.jsonl", demo_local, served_names=["demo"], progress=False)
+    assert counts == {"ran": 4, "failed": 3, "skipped": 0}
+    out = {x["custom_id"]: x for x in _lines(tmp_path / "o.jsonl")}
+    assert out["a"]["response"]["status_code"] == 404 and "`nope` does not exist" in out["a"]["error"]["error"]["message"]
+    assert out["b"]["response"]["status_code"] == 400 and out["b"]["response"]["body"] is None
+    assert out["c"]["response"]["status_code"] == 400 and out["c"]["error"]["error"]["param"] == "top_p"
+    assert out["d"]["response"]["status_code"] == 200 and out["d"]["response"]["body"]["choices"]
+
+
 # --------------------------------------------------------------------------
 # results in vLLM's and OpenAI's exact output formats (no model needed)
 
@@ -222,7 +241,7 @@ def _unauthorized(request: httpx.Request) -> httpx.Response:
                                                "param": None, "code": "invalid_api_key"}})
 
 
-def test_outcome_counts_requests_and_an_all_failed_sweep_raises_after_saving(tmp_path, monkeypatch):
+def test_outcome_counts_requests_and_an_all_failed_sweep_raises_after_saving(tmp_path, monkeypatch, capsys):
     key = "sk-clave-secreta-123456"
     b = RemoteBackend("http://127.0.0.1:9/v1", api_key=key, model="m", max_retries=0,
                       async_transport=httpx.MockTransport(_unauthorized))
@@ -243,6 +262,10 @@ def test_outcome_counts_requests_and_an_all_failed_sweep_raises_after_saving(tmp
     assert len(load(store)) == 2 and load(store).error_type.eq("AuthenticationError").all()  # saved first
     kept = sweep(b, "hola", grid={"temperature": [1.0]}, repeats=2, progress=False, on_error="keep")
     assert kept.attrs["outcome"]["ok"] == 0 and len(kept) == 2
+    # outside a notebook the outcome is a line on stdout, in the user's language
+    monkeypatch.setenv("GSEXPLORE_LANG", "es")
+    sweep(b, "hola", grid={"temperature": [0.5, 1.0]}, progress=True, on_error="keep")
+    assert "1 de 2 pedidos bien, 1 con error: AuthenticationError 401" in capsys.readouterr().out
     b.close()
 
 
