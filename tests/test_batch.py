@@ -196,6 +196,12 @@ def test_a_vllm_results_file_imports_with_errors_and_unknown_ids(exported, tmp_p
     assert df.attrs["outcome"]["failed"] == 3 and df.attrs["outcome"]["first_error"]["type"] in {
         "BadRequestError", "APIError"}
     assert df.seed.notna().all() and df.seed.nunique() == 8  # every row keeps its derived seed
+    # every parameter column as the sweep planned it (the plan file round-trips the Params)
+    planned = sp.to_frame().merge(df, on=["cell_id", "repeat", "seed"], suffixes=("", "_imported"))
+    assert len(planned) == 8
+    for name in Params.names():
+        if name not in ("model", "seed"):  # model: the one that answered; seed: the join key
+            assert planned[name].astype(str).tolist() == planned[f"{name}_imported"].astype(str).tolist(), name
 
 
 def test_a_truncated_results_file_imports_its_complete_lines_and_twice_adds_nothing(exported, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,28 @@ class _Run:
             await asyncio.gather(*tasks)
 
 
+def _run(coro: Any) -> None:
+    """``asyncio.run`` here, or in a thread of its own when a loop already runs here (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            failure.append(exc)
+
+    t = threading.Thread(target=work, name="gsexplore-batch-run", daemon=True)
+    t.start()
+    t.join()
+    if failure:
+        raise failure[0]
+
+
 def run_file(input: str | os.PathLike, output: str | os.PathLike, backend: Backend, *,  # noqa: A002
              served_names: list[str] | None = None, progress: bool = True) -> dict[str, int]:
     """Run every request of ``input`` not yet in ``output`` on ``backend``; returns the counts
@@ -137,7 +160,7 @@ def run_file(input: str | os.PathLike, output: str | os.PathLike, backend: Backe
     with open(out, "a", encoding="utf-8") as f:
         run = _Run(backend, served, f, pbar)
         try:
-            asyncio.run(run.all(src, skip, 2 * max(1, int(backend.slots))))
+            _run(run.all(src, skip, 2 * max(1, int(backend.slots))))
         finally:
             f.flush()
             os.fsync(f.fileno())

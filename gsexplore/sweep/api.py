@@ -127,7 +127,8 @@ def sweep(
         if st is not None:
             st.write_meta(sp.sweep_id, {k: attrs[k] for k in ("sweep", "varied", "backends", "versions")})
         exported = sp.to_batch(to_batch, progress=progress)
-        df = sp.to_frame() if sp.n_todo <= 100_000 else pd.DataFrame()
+        # the planned rows, as dry_run returns them, unless building them would cost what streaming saved
+        df = sp.to_frame() if sp.n_requests <= 100_000 else pd.DataFrame()
         df.attrs.update(attrs | {"batch_export": exported.as_dict()})
         return df
     if dry_run:

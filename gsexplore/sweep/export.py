@@ -27,7 +27,7 @@ from .. import wire
 from ..errors import ParamsError
 from ..i18n import msg, number
 from .planning import CellGroup
-from .redact import backend_info, sanitise, secrets_of, versions
+from .redact import backend_info, redact, secrets_of, versions
 
 if TYPE_CHECKING:
     from .planning import SweepPlan
@@ -110,7 +110,8 @@ def export(sp: SweepPlan, path: str | os.PathLike, *, spelling: str | None = Non
             todo = [r for r in range(sp.repeats) if (g.cell_id, r, g.seed(r, sp.seed)) not in sp.done]
             if not todo:
                 continue
-            pf.write(json.dumps(sanitise(cell_entry(g), secrets), ensure_ascii=False) + "\n")
+            # secret values scrubbed, keys kept: a schema property named "key" is the user's data
+            pf.write(redact(json.dumps(cell_entry(g), ensure_ascii=False), secrets) + "\n")
             body = wire.request_body(g.params, g.prompt.messages, model or g.backend.model, spell)
             if model is not None:
                 body["model"] = model
