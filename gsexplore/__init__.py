@@ -21,6 +21,8 @@ _LAZY = {
     "RemoteBackend": ("gsexplore.backends.remote", "RemoteBackend"),
     "plot": ("gsexplore.plots", "plot"),
     "load": ("gsexplore.store", "load"),
+    "load_batch": ("gsexplore.batch", "load_batch"),
+    "SweepFailed": ("gsexplore.sweep.outcome", "SweepFailed"),
     "add_metrics": ("gsexplore.metrics", "add_metrics"),
     "check": ("gsexplore.guided", "check"),
     "panels": ("gsexplore.panels", None),

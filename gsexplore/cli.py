@@ -5,7 +5,8 @@
     gsexplore chat "Hola, ¿cómo estás?" --temperature 0.7
     gsexplore chat --remote                          # the GradienteSur API ($GS_API_KEY)
     gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB]
-    gsexplore sweep CONFIG.yaml
+    gsexplore sweep CONFIG.yaml [--to-batch requests.jsonl | --from-batch results.jsonl]
+    gsexplore batch run -i requests.jsonl -o results.jsonl --model demo   # vLLM's run-batch, locally
 
 Also runs as ``python -m gsexplore.cli``.
 """
@@ -279,6 +280,24 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     return int(sweep_main(list(argv)) or 0)
 
 
+# --------------------------------------------------------------------------
+# batch
+
+
+def cmd_batch_run(args: argparse.Namespace) -> int:
+    from .backends.spec import from_spec
+    from .batch import run_file
+
+    backend = from_spec(args.model, filename=args.filename, **_local_kwargs(args))
+    try:
+        counts = run_file(args.input_file, args.output_file, backend,
+                          served_names=[args.model, wire.DEFAULT_MODEL, *(args.served_model_name or [])],
+                          progress=not args.no_progress)
+    finally:
+        backend.close()
+    return 1 if counts["failed"] else 0
+
+
 def cmd_lab(argv: Sequence[str]) -> int:
     from .lab import main as lab_main  # its own parser: unknown options go to JupyterLab
 
@@ -379,6 +398,31 @@ def build_parser() -> argparse.ArgumentParser:
                                     "is broken, with what to do.")
     dp.add_argument("--no-generate", action="store_true", help="skip the generation check")
     dp.set_defaults(func=cmd_doctor)
+
+    # batch
+    bp = sub.add_parser("batch", help="run an OpenAI/vLLM batch file on a local model (gsexplore batch run)")
+    bsub = bp.add_subparsers(dest="batch_command", metavar="ACTION")
+    rp = bsub.add_parser("run", help="run a batch file like `vllm run-batch` (resumable)",
+                         description="Run every request of a batch JSONL file (OpenAI's Batch API format, as "
+                                     "`gsexplore sweep --to-batch` writes it) on a local model, with every slot "
+                                     "busy; results in vLLM's output format. Lines already in the output are "
+                                     "skipped, so the same command resumes a run cut short. Exit status 1 when "
+                                     "some request failed.")
+    rp.add_argument("-i", "--input-file", required=True, help="the batch file (one request a line)")
+    rp.add_argument("-o", "--output-file", required=True, help="the results file (appended to; resumable)")
+    rp.add_argument("--model", required=True, help="a .gguf path, 'demo', 'tiny-qwen3' or a Hugging Face repo id")
+    rp.add_argument("--filename", help="glob selecting the GGUF inside a repo or folder")
+    rp.add_argument("--served-model-name", action="append",
+                    help="another model name the bodies may ask for (repeatable; --model as typed, the model's "
+                         "own name and Qwen/Qwen3-1.7B are always accepted)")
+    rp.add_argument("--parallel", type=int, help="requests generated at once (vLLM's --max-num-seqs)")
+    rp.add_argument("--n-ctx", type=int, help="tokens each request may hold")
+    rp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
+    rp.add_argument("--n-threads", type=int, help="CPU threads (default: llama.cpp's)")
+    rp.add_argument("--system-prompt", help="system message for requests that have none")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.set_defaults(func=cmd_batch_run)
+    bp.set_defaults(func=lambda a: (bp.print_help(), 0)[1])
 
     # sweep: parsed by gsexplore.sweep_cli; listed here for --help
     sub.add_parser("sweep", help="run a parameter sweep from a YAML config (gsexplore sweep CONFIG.yaml)",

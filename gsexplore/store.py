@@ -14,7 +14,10 @@ Two formats, chosen by the file name:
 
 Rows are never rewritten. An error row stays in the file; a later attempt of the
 same request (same cell, repeat and seed) supersedes it when `load` is called
-with ``latest=True``. Sweep definitions are kept in ``<store>.meta.json``.
+with ``latest=True``. Sweep definitions are kept in ``<store>.meta.json``, by sweep
+id, with the provenance of rows that came from batch files: ``batch_exports`` (the
+files a plan was written to) and ``batches`` (each imported results file: its name,
+sha256, the engine and models its lines report, and the ``run_id`` of its rows).
 
 One process writes to a store at a time.
 """
@@ -141,13 +144,23 @@ class Store:
         compact(self.path)
 
     def write_meta(self, sweep_id: str, meta: dict[str, Any]) -> None:
-        """Remember a sweep's definition beside the store (atomic replace)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Remember a sweep's definition beside the store (its other entries, such as batch provenance, stay)."""
         data = read_meta(self.path)
-        data[sweep_id] = meta
+        data[sweep_id] = {**data.get(sweep_id, {}), **meta}
+        self._write_meta(data)
+
+    def add_meta(self, sweep_id: str, key: str, entry: dict[str, Any]) -> None:
+        """Append ``entry`` to the list ``key`` of a sweep's meta (``batch_exports``, ``batches``)."""
+        data = read_meta(self.path)
+        sweep = data.setdefault(sweep_id, {})
+        sweep.setdefault(key, []).append(entry)
+        self._write_meta(data)
+
+    def _write_meta(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
         tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=_json_default), encoding="utf-8")
-        os.replace(tmp, self.meta_path)
+        os.replace(tmp, self.meta_path)  # atomic: a crash leaves the old meta or the new one
 
     # --- reading ----------------------------------------------------------
     def load(self, latest: bool = True) -> pd.DataFrame:

@@ -28,6 +28,13 @@ DIR receives results.parquet (the resumable store: run the same command again to
 finish an interrupted sweep), results.csv, summary.csv and one PNG per plot; the
 summary table is printed. Exit status: 0 done, 1 some requests failed,
 2 bad config, 130 interrupted.
+
+Past one machine (`gsexplore.batch`): ``--to-batch requests.jsonl`` writes the
+requests not yet in DIR's store as an OpenAI/vLLM batch file (and
+``requests.plan.jsonl`` beside it) instead of running them; run it with ``vllm
+run-batch``, a Batch API, Ray Data or ``gsexplore batch run``; then
+``--from-batch results.jsonl`` imports the results into DIR's store and writes the
+CSV, summary and plots as a run would.
 """
 
 from __future__ import annotations
@@ -201,6 +208,38 @@ def _summary_table(summary: Any, by: list[str]) -> Any:
     return table[[m for m in dict.fromkeys(summary["metric"]) if m in table.columns]]
 
 
+def _run_or_export(args: argparse.Namespace, cfg: dict[str, Any], sweep: Any, backends: list[Any], prompts: Any,
+                   base: Any, samples: Any, out: Path) -> Any:
+    """The sweep run (or, with --to-batch, written as a batch file) into DIR's store."""
+    if args.to_batch:
+        from .sweep import plan
+        from .sweep.api import done_keys
+        from .store import Store
+
+        st = Store(out / "results.parquet")
+        sp = plan(backends, prompts, grid=cfg.get("grid"), zip=cfg.get("zip"), samples=samples,
+                  repeats=int(cfg.get("repeats", 1)), base=base, seed=int(cfg.get("seed", 0)),
+                  on_invalid=cfg.get("on_invalid", "raise"), done=done_keys(st, args.force), store=st.path)
+        e = sp.to_batch(args.to_batch, spelling=args.guided_spelling, model=args.batch_model,
+                        progress=not args.no_progress)
+        import pandas as pd
+
+        df = pd.DataFrame()
+        df.attrs["batch_export"] = e.as_dict()
+        return df
+    from .sweep import SweepFailed
+
+    try:
+        return sweep(backends, prompts, grid=cfg.get("grid"), zip=cfg.get("zip"), samples=samples,
+                     repeats=int(cfg.get("repeats", 1)), base=base, store=str(out / "results.parquet"),
+                     concurrency=int(cfg.get("concurrency", 8)), on_error=cfg.get("on_error", "record"),
+                     on_invalid=cfg.get("on_invalid", "raise"), progress=not args.no_progress,
+                     force=args.force, seed=int(cfg.get("seed", 0)), dry_run=args.dry_run)
+    except SweepFailed as exc:  # the rows are saved: write the CSV and say it (exit status 1)
+        print(f"gsexplore sweep: {exc}", file=sys.stderr)
+        return exc.df
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `gsexplore sweep CONFIG.yaml --out DIR`; returns the exit status."""
     ap = argparse.ArgumentParser(prog="gsexplore sweep", description="Run a parameter sweep from a YAML config.")
@@ -211,6 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ap.add_argument("--lang", choices=["es", "en"], help="labels of plots and tables (default: the config's, or en)")
+    batch = ap.add_argument_group("batch files (vllm run-batch, Batch APIs, Ray Data, gsexplore batch run)")
+    batch.add_argument("--to-batch", metavar="REQUESTS.jsonl",
+                       help="write the requests not yet in the store as a batch file; run nothing")
+    batch.add_argument("--from-batch", metavar="RESULTS.jsonl",
+                       help="import a batch results file into the store, then write the CSV, summary and plots")
+    batch.add_argument("--batch-model", metavar="NAME", help="--to-batch: the model name every body asks for "
+                       "(default: each backend's; a batch engine checks it against the model it serves)")
+    batch.add_argument("--guided-spelling", choices=["guided", "structured_outputs"],
+                       help="--to-batch: how guided constraints are written (default: the backends')")
+    batch.add_argument("--plan", metavar="REQUESTS.jsonl", help="--from-batch: the batch file the export wrote "
+                       "(default: the exports recorded in the store)")
     args = ap.parse_args(argv)
 
     import matplotlib
@@ -227,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         lang = args.lang or cfg.get("lang", "en")
         base = Params(**(cfg.get("base") or {}))
         prompts = _prompts(cfg)
-        backends = make_backends(cfg["backends"], cfg["_dir"])
+        backends = [] if args.from_batch else make_backends(cfg["backends"], cfg["_dir"])
+        if args.to_batch and args.from_batch:
+            raise ConfigError("--to-batch and --from-batch are two steps: give one of them")
     except (ConfigError, ParamsError, GSExploreError) as exc:
         print(f"gsexplore sweep: {exc}", file=sys.stderr)
         return 2
@@ -245,11 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            df = sweep(backends, prompts, grid=cfg.get("grid"), zip=cfg.get("zip"), samples=samples,
-                       repeats=int(cfg.get("repeats", 1)), base=base, store=str(out / "results.parquet"),
-                       concurrency=int(cfg.get("concurrency", 8)), on_error=cfg.get("on_error", "record"),
-                       on_invalid=cfg.get("on_invalid", "raise"), progress=not args.no_progress,
-                       force=args.force, seed=int(cfg.get("seed", 0)), dry_run=args.dry_run)
+            if args.from_batch:
+                from .batch import load_batch
+
+                df = load_batch(args.from_batch, store=out / "results.parquet", plan=args.plan,
+                                progress=not args.no_progress)
+            else:
+                df = _run_or_export(args, cfg, sweep, backends, prompts, base, samples, out)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except ParamsError as exc:
@@ -263,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
                 b.close()
             except Exception:  # closing is best effort
                 pass
+    if args.to_batch:
+        e = df.attrs["batch_export"]
+        print(f"{e['n_requests']} requests in {e['requests']} (plan: {e['plan']}), ~{e['prompt_tokens_est']:,} "
+              f"prompt tokens, <= {e['completion_tokens_max']} completion tokens")
+        return 0
     if args.dry_run:
         p = df.attrs["plan"]
         print(f"{p['requests']} requests ({p['in_store']} already in {out / 'results.parquet'}), "

@@ -17,7 +17,8 @@ from .params import Params
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "KEY_ENV", "Spelling", "request_body", "py_literal",
            "new_id", "message", "choice", "chat_response", "completion_response", "text_logprobs", "text_response",
-           "chunk", "sse", "error_body", "usage_dict", "DONE"]
+           "chunk", "sse", "error_body", "usage_dict", "DONE", "BATCH_CHAT_URL", "batch_request_line",
+           "batch_output_line"]
 
 DEFAULT_BASE_URL = "https://api.gradientesur.com/functions/v1"
 DEFAULT_MODEL = "Qwen/Qwen3-1.7B"
@@ -166,3 +167,21 @@ def sse(obj: dict[str, Any]) -> bytes:
 def error_body(status: int, message: str, type_: str = "BadRequestError", param: str | None = None) -> dict[str, Any]:
     """vLLM's error shape (0.10.1 and later)."""
     return {"error": {"message": message, "type": type_, "param": param, "code": status}}
+
+
+# --- batch files (OpenAI's Batch API, vLLM's run-batch) -------------------------
+BATCH_CHAT_URL = "/v1/chat/completions"
+
+
+def batch_request_line(custom_id: str, body: dict[str, Any], url: str = BATCH_CHAT_URL) -> dict[str, Any]:
+    """One line of a batch input file (vLLM's ``BatchRequestInput``)."""
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+
+
+def batch_output_line(custom_id: str | None, status: int, body: dict[str, Any] | None,
+                      error: dict[str, Any] | str | None = None, prefix: str = "gsexplore") -> dict[str, Any]:
+    """One line of a batch output file (vLLM's ``BatchRequestOutput``): a response ``body`` with status 200,
+    or an error status with ``body`` None and the error beside it, as vLLM writes a failed request."""
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "custom_id": custom_id,
+            "response": {"status_code": status, "request_id": f"{prefix}-batch-{uuid.uuid4().hex}", "body": body},
+            "error": error}

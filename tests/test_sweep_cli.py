@@ -28,6 +28,12 @@ base:
 """
 
 
+@pytest.fixture(autouse=True)
+def _english(monkeypatch):
+    """These tests read the English catalogue (`gsexplore.i18n`); Spanish is the default."""
+    monkeypatch.setenv("GSEXPLORE_LANG", "en")
+
+
 def test_cli_runs_a_config_writes_everything_and_resumes(tmp_path, capsys):
     cfg = tmp_path / "capitales.yaml"
     cfg.write_text(CONFIG, encoding="utf-8")
@@ -89,3 +95,46 @@ def test_bad_configs_say_what_is_wrong(tmp_path, capsys):
     cfg.write_text("backends: [{local: demo}]\nprompts: [hola]\ngrid: {temperature: [0, -1]}\n")
     assert main([str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "1 invalid setting(s) of 2" in capsys.readouterr().err
+
+
+BATCH_CONFIG = """
+backends:
+  - remote: {base_url: "http://127.0.0.1:9/v1", model: "Qwen/Qwen3-1.7B"}
+prompts: ["hola", "chau"]
+grid:
+  temperature: [0.1, 0.9]
+repeats: 2
+base:
+  max_tokens: 4
+"""
+
+
+def test_to_batch_then_from_batch_fills_the_same_store(tmp_path, capsys):
+    """--to-batch writes the requests (nothing runs: the server in the config is never contacted);
+    --from-batch imports vLLM's results into DIR's store and writes the CSV as a run would."""
+    import json
+
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(BATCH_CONFIG, encoding="utf-8")
+    out, requests, results = tmp_path / "out", tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    assert main([str(cfg), "--out", str(out), "--to-batch", str(requests), "--batch-model", "served",
+                 "--no-progress"]) == 0
+    assert "8 requests in" in capsys.readouterr().out
+    lines = [json.loads(x) for x in requests.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 8 and {x["body"]["model"] for x in lines} == {"served"}
+    assert (tmp_path / "requests.plan.jsonl").exists()
+    results.write_text("".join(json.dumps({
+        "id": f"vllm-{i}", "custom_id": x["custom_id"], "error": None,
+        "response": {"status_code": 200, "request_id": f"vllm-batch-{i}", "body": {
+            "id": f"chatcmpl-{i}", "object": "chat.completion", "created": 0, "model": "served",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hola, ¿qué tal?"},
+                         "finish_reason": "length", "stop_reason": None}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}}}) + "\n"
+        for i, x in enumerate(lines)), encoding="utf-8")
+    assert main([str(cfg), "--out", str(out), "--from-batch", str(results), "--no-progress", "--no-plots"]) == 0
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 8 and set(csv.temperature) == {0.1, 0.9} and csv.seed.nunique() == 8
+    capsys.readouterr()
+    # everything is in the store now: a second export has nothing to write
+    assert main([str(cfg), "--out", str(out), "--to-batch", str(requests), "--no-progress"]) == 0
+    assert "0 requests in" in capsys.readouterr().out and requests.read_text() == ""
