@@ -244,3 +244,46 @@ def test_quantized_cache_needs_heads_in_whole_blocks(tiny_model_path: Path) -> N
         if ctx:
             lc.llama_free(ctx)
         llm.close()
+
+
+@pytest.mark.parametrize("n_prompt", [100, 300])
+def test_q8_0_cache_keeps_a_sequence_bit_identical_alone_or_batched(demo_model_path: Path, n_prompt: int) -> None:
+    """With a q8_0 cache llama.cpp's CPU flash attention takes one path whatever the batch, at any length.
+
+    (An f16 cache past 256 cells takes a split-KV path when one sequence decodes alone: see memory.py.)
+    """
+    import numpy as np
+
+    from gsexplore.backends.llama.loading import llama_cpp_module, load_llama
+
+    lc = llama_cpp_module()
+    llm, _ = load_llama(demo_model_path, n_gpu_layers=0, n_ctx=256, n_threads=2, n_threads_batch=2)
+    p = lc.llama_context_default_params()
+    p.n_ctx, p.n_batch, p.n_ubatch, p.n_seq_max, p.n_threads, p.n_threads_batch = 1024, 512, 512, 2, 2, 2
+    p.type_k = p.type_v = KV_TYPES["q8_0"][0]
+    p.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    ctx = lc.llama_init_from_model(llm.model, p)
+    b = lc.llama_batch_init(512, 0, 1)
+    n_vocab = int(llm.n_vocab())
+
+    def decode(items: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        for i, (tok, pos, seq) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i] = tok, pos, 1, seq, 1
+        b.n_tokens = len(items)
+        assert lc.llama_decode(ctx, b) == 0
+        return [np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).copy()
+                for i in range(len(items))]
+
+    try:
+        prompt = [100 + i for i in range(n_prompt)]
+        for seq in (0, 1):
+            for start in range(0, n_prompt, 256):
+                decode([(t, start + i, seq) for i, t in enumerate(prompt[start:start + 256])])
+        alone = decode([(42, n_prompt, 0)])[0]
+        lc.llama_memory_seq_rm(lc.llama_get_memory(ctx), 0, n_prompt, -1)
+        together = decode([(42, n_prompt, 0), (42, n_prompt, 1)])[0]
+        assert np.array_equal(alone, together)
+    finally:
+        lc.llama_batch_free(b)
+        lc.llama_free(ctx)
+        llm.close()
