@@ -287,3 +287,21 @@ def test_q8_0_cache_keeps_a_sequence_bit_identical_alone_or_batched(demo_model_p
         lc.llama_batch_free(b)
         lc.llama_free(ctx)
         llm.close()
+
+
+def test_plan_for_a_loaded_model_agrees_with_its_engine(demo_model_path: Path) -> None:
+    """plan_for_model reads a LoadedModel as the engine will (the wiring in model.py is one call)."""
+    from gsexplore.backends.llama.memory import plan_for_model
+    from gsexplore.backends.local import LocalBackend
+
+    backend = LocalBackend(str(demo_model_path), n_ctx=256, slots=1, shared=False)
+    try:
+        lm = backend._lm
+        plan = plan_for_model(lm, n_ctx=300, slots=None, want_slots=3)
+        assert plan.numbers["kv_bytes_per_token"] == lm.kv_bytes_per_token  # f16, as model.py computes it
+        assert (plan.slots, plan.n_ctx) == (3, 512) and plan.numbers["limited_by"] == "wanted"
+        assert plan.numbers["weights_bytes"] == int(lm.lc.llama_model_size(lm.llm.model)) > 0
+        q8 = plan_for_model(lm, n_ctx=300, slots=None, kv_type="q8_0")
+        assert q8.numbers["kv_bytes_per_token"] == lm.kv_bytes_per_token * 34 // 64
+    finally:
+        backend.close()
