@@ -1,6 +1,7 @@
 """Guided decoding overhead: ms/token constrained vs unconstrained, llguidance vs llama.cpp's GBNF.
 
     .venv/bin/python bench/guided_overhead.py [--tokens 32] [--repeats 3] [--schema data/schemas/persona.json]
+        [--model MODEL ...]
 
 On the tiny Qwen3 (151,936-token vocabulary) and the demo model (SmolLM2, 49,152),
 with the same JSON schema (a person object):
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from gsexplore import guided  # noqa: E402
 from gsexplore.backends.local import LocalBackend  # noqa: E402
-from gsexplore.models import demo_path, tiny_qwen3  # noqa: E402
+from gsexplore.models import demo_path, resolve, tiny_qwen3  # noqa: E402
 from gsexplore.params import Params  # noqa: E402
 
 PROMPT = "Describe a person as JSON: name, age and city."
@@ -182,11 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schema", default=str(ROOT / "data" / "schemas" / "persona.json"))
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
     ap.add_argument("--skip-native", action="store_true", help="skip llama-cpp-python's LlamaGrammar")
+    ap.add_argument("--model", nargs="+", default=None,
+                    help="models to run (default: tiny-qwen3 and demo, the two vocabulary sizes)")
     args = ap.parse_args(argv)
     schema = json.loads(Path(args.schema).read_text())
 
     rows = []
-    for label, path in (("tiny-qwen3", tiny_qwen3()), ("demo (SmolLM2)", demo_path())):
+    models = ([("tiny-qwen3", tiny_qwen3()), ("demo (SmolLM2)", demo_path())] if args.model is None
+              else [(m, resolve(m)) for m in args.model])
+    for label, path in models:
         be = LocalBackend(str(path), n_ctx=1024, n_threads=args.threads)
         t0 = time.perf_counter()
         guided.tokenizer_for(be.llama)

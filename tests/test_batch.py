@@ -28,7 +28,7 @@ from gsexplore.sweep.outcome import outcome_line
 
 def _serve(backends, **kw):
     """`gsexplore serve` in this process on 127.0.0.1 (the one place that knows where the server lives)."""
-    from gsexplore.server import ServerThread, create_app
+    from gsexplore.serve import ServerThread, create_app
 
     return ServerThread(create_app(backends, **kw))
 
