@@ -142,17 +142,21 @@ def test_a_long_prompt_is_chunked_while_running_sequences_decode(private):
         long_h = b.submit(long_q, temperature=0, max_tokens=4)
         (lng,) = _seqs(long_h)
         plans = []
-        while lng.state is SeqState.PREFILL:
+        while lng.state is not SeqState.DECODE:
             plans.append(eng.step_now())
-        assert len(plans) == -(-P // (n_batch - 1))          # chunks of n_batch minus the decode row
+        (adm,) = plans[0].admissions
+        # the template's prefix, shared with the running prompt, is copied from its slot
+        assert adm.seq is lng and adm.copied_from == runner.slot.id and 0 < adm.reused < 64
+        todo = P - adm.reused
+        assert len(plans) == -(-todo // (n_batch - 1))       # chunks of n_batch minus the decode row
         for i, p in enumerate(plans):
             assert p.decode == (runner,)                     # it kept its pace every step
             (chunk,) = p.prefill
             assert chunk.seq is lng and chunk.offset == 1    # after the decode row
-            assert chunk.start == i * (n_batch - 1)
+            assert chunk.start == adm.reused + i * (n_batch - 1)
             assert chunk.n == min(n_batch - 1, P - chunk.start) and p.n_tokens == 1 + chunk.n
         _run(b, busy, long_h)
-    assert long_h.result().info["prompt_tokens_evaluated"] == P
+    assert long_h.result().info["prompt_tokens_evaluated"] == todo
     assert _ids(busy.result()) == _ids(b.chat("Count to thirty.", busy_params))  # batched or not, the same
 
 
