@@ -288,9 +288,10 @@ class Engine:
         if plan.decode or ends:
             self._compute_masks(plan.decode, ends)
         ctx = self.ctx
-        for i, s in enumerate(plan.decode):
+        if plan.decode:
             assert logits is not None
-            self._sample(s, logits[i], ctx, i)
+            for i, s in enumerate(plan.decode):
+                self._sample(s, logits[i], ctx, i)
         for ch in plan.prefill:
             s = ch.seq
             top = s.req.prompt_logprobs_top

@@ -98,6 +98,7 @@ class Sequence:
     def __init__(self, lm: LoadedModel, req: EngineRequest, index: int, seed: int, n_ctx: int) -> None:
         self.lm, self.req, self.index, self.seed, self.n_ctx = lm, req, index, seed, n_ctx
         plan = req.plan
+        self.max_out = min(plan.max_tokens, n_ctx - len(req.prompt_ids))  # then "length": max_tokens or the slot
         self.sampler = TokenSampler(lm, plan, seed, req.prompt_ids if plan.repetition_penalty != 1.0 else ())
         self.constraint = None if req.logits_only else req.make_constraint()
         self.text = TextState(plan)
@@ -159,7 +160,7 @@ class Sequence:
         if (finish is None and self.constraint is not None and not self.in_reasoning
                 and self.constraint.is_stopped()):
             finish = "stop"
-        if finish is None and (n_out >= plan.max_tokens or len(self.req.prompt_ids) + n_out >= self.n_ctx):
+        if finish is None and n_out >= self.max_out:
             finish = "length"
         if finish is not None:
             return finish
