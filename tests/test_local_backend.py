@@ -563,3 +563,14 @@ def test_a_streamed_tool_call_is_not_content(tiny_backend):
     # tool_choice "none": the block is content, streamed as it comes
     none = list(tiny_backend.stream("x", p, tool_choice="none"))
     assert "<tool_call>" in "".join(d.text for d in none if d.kind == "content") == none[-1].completion.content
+
+
+def test_params_are_merged_once_per_request(tiny_backend, monkeypatch):
+    from gsexplore.backends.local import backend as backend_module
+
+    real = backend_module.merge_params
+    calls: list[int] = []
+    monkeypatch.setattr(backend_module, "merge_params", lambda p, o: calls.append(1) or real(p, o))
+    c = tiny_backend.chat("hola", max_tokens=2, seed=1, prompt_logprobs=1)
+    assert len(calls) == 1                                 # not again for the template and the plan
+    assert c.prompt_logprobs[0] is None and len(c.prompt_logprobs) == c.usage.prompt_tokens

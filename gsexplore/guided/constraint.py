@@ -282,7 +282,7 @@ def compile_constraint(params: Params, tokenizer: GuidedTokenizer, *,
 
 
 def local_constraint(params: Params, model: Any) -> Constraint | None:
-    """The Constraint LocalBackend's token loop uses for one choice (its ``_constraint_for`` hook).
+    """The Constraint LocalBackend's token loop uses for one choice (its ``constraint_for`` hook).
 
     ``model`` is the backend's loaded model (anything with ``.llm``, the
     ``llama_cpp.Llama``). The loop gates the reasoning block itself (no mask and

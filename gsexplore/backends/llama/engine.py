@@ -1,19 +1,23 @@
 """The batched engine: one llama.cpp context, ``slots`` sequences, one loop (vLLM's and llama-server's design).
 
-Each turn of the loop in the engine's thread:
+Each step of the loop in the engine's thread is ``schedule -> execute -> update``
+over one value, the ``StepPlan`` (``step.py``):
 
 1. **schedule**: waiting sequences (by ``priority``, then arrival) get free slots.
    A prompt already in some slot is not evaluated again: its KV cells are copied
    (``llama_memory_seq_cp``) and, when the whole prompt matches, the logits saved
    after it are reused, so the ``n`` choices of a request and the cells of a sweep
    over one prompt evaluate it once. A sequence whose prompt another one is
-   evaluating right now waits one step for it.
-2. **execute**: one ``llama_batch`` with the next token of every running sequence
-   and chunks of the prompts being evaluated (at most ``n_batch`` tokens, running
-   sequences first, so a long new prompt does not stall them); one ``llama_decode``.
+   evaluating right now waits one step for it. The batch is chosen here too: the
+   next token of every running sequence and chunks of the prompts being evaluated
+   (at most ``n_batch`` tokens, running sequences first, so a long new prompt does
+   not stall them).
+2. **execute**: the plan's KV copies and cuts, one ``llama_batch``, one ``llama_decode``.
 3. **update**: each sequence draws from its own row of logits with its own sampler
-   (``Sequence.take``); finished and cancelled sequences free their slots, whose KV
-   cells stay cached for the next prompt that shares them.
+   (``Sequence.take``), a cached prompt from its saved logits; finished and
+   cancelled sequences free their slots, whose KV cells stay cached for the next
+   prompt that shares them. A sequence that fails (its constraint, its text) ends
+   alone with an error to its request; only a failed ``llama_decode`` fails the batch.
 
 Each slot has a KV stream of its own (``n_ctx`` tokens: the most one request may
 hold), so a sequence's cells sit in the same places whatever runs beside it, and
@@ -25,49 +29,33 @@ sequence of the batch: both change the rounding.)
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import heapq
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import EngineError
+from ...errors import EngineError, GSExploreError
 from .driver import driver
-from .sampler import clamp_lp, logsumexp, top_ids
-from .sequence import EngineRequest, Sequence
+from .plan import SEED_MOD
+from .sampler import prompt_logprob
+from .scheduler import NO_PLAN, Scheduler
+from .sequence import EngineRequest, Sequence, SeqState
+from .step import PrefillChunk, StepPlan
 
 if TYPE_CHECKING:
     from .model import LoadedModel
 
-__all__ = ["Engine", "EngineError"]
+__all__ = ["Engine", "EngineError", "StepPlan"]
 
 log = logging.getLogger("gsexplore.engine")
 
-_SEED_MOD = 0xFFFFFFFF  # llama.cpp reads seed 0xFFFFFFFF as "random": stay below it
-#: wait for another sequence's prompt evaluation when it would give at least this many tokens
-_WAIT_FOR_SHARED = 16
-
-
-class _Slot:
-    """One llama.cpp sequence id: the tokens its KV cells hold and the logits saved after its prompt."""
-
-    def __init__(self, sid: int) -> None:
-        self.id = sid
-        self.tokens: list[int] = []      # what its KV stream holds, position by position
-        self.seq: Sequence | None = None
-        self.saved_len = 0               # tokens[:saved_len] is a prompt whose next-token logits are saved
-        self.saved_logits: np.ndarray | None = None
-        self.last_used = 0.0
-
-    def common_prefix(self, ids: np.ndarray) -> int:
-        n = min(len(self.tokens), len(ids))
-        if n == 0:
-            return 0
-        diff = np.flatnonzero(np.asarray(self.tokens[:n], dtype=ids.dtype) != ids[:n])
-        return int(diff[0]) if diff.size else n
+_PREFILL, _DECODE, _DONE = SeqState.PREFILL, SeqState.DECODE, SeqState.DONE
 
 
 class Engine:
@@ -99,21 +87,39 @@ class Engine:
             raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens for each of {slots} slots")
         self.n_ctx = int(lc.llama_n_ctx_seq(self.ctx))
         self.mem = lc.llama_get_memory(self.ctx)
-        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
-        self._tok = np.ctypeslib.as_array(self.batch.token, shape=(self.n_batch,))
-        self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(self.n_batch,))
-        self._nseq = np.ctypeslib.as_array(self.batch.n_seq_id, shape=(self.n_batch,))
-        self._logits_flag = np.ctypeslib.as_array(self.batch.logits, shape=(self.n_batch,))
-        self._nseq[:] = 1
-        self.slots = [_Slot(i) for i in range(self.n_slots)]
-        self._waiting: list[tuple[int, int, int, Sequence]] = []   # heap: (priority, arrival, index, seq)
-        self._running: list[Sequence] = []                         # admission order
+        self._init_batch()
+        self.sched = Scheduler(self.n_slots, self.n_batch)
+        self.slots = self.sched.slots
         self._incoming: list[EngineRequest] = []
         self._arrivals = itertools.count()
         self._cv = driver.cv
         self._closed = False
+        self._held = 0
+        #: called with every plan that does something (tests and logs read plans)
+        self.on_plan: Callable[[StepPlan], None] | None = None
         self.stats = {"steps": 0, "prompt_tokens_decoded": 0, "tokens_decoded": 0, "max_batch": 0}
         driver.register(self)
+
+    def _init_batch(self) -> None:
+        """The one llama_batch, with NumPy views of its columns.
+
+        Each row's seq_id pointer is pointed into one int32 array of ours, so a prompt
+        chunk's sequence ids are one slice assignment instead of a ctypes store per
+        token (the original pointers are put back before llama_batch_free).
+        """
+        lc, nb = self.lc, self.n_batch
+        self.batch = lc.llama_batch_init(nb, 0, 1)
+        self._tok = np.ctypeslib.as_array(self.batch.token, shape=(nb,))
+        self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(nb,))
+        self._logits_flag = np.ctypeslib.as_array(self.batch.logits, shape=(nb,))
+        np.ctypeslib.as_array(self.batch.n_seq_id, shape=(nb,))[:] = 1
+        self._sid = np.zeros(nb, dtype=np.int32)
+        # the array of row pointers, as integers: ours point into _sid, llama.cpp's own are kept
+        self._seq_id_ptrs = np.ctypeslib.as_array(ctypes.cast(self.batch.seq_id, ctypes.POINTER(ctypes.c_size_t)),
+                                                  shape=(nb,))
+        self._seq_id_own = self._seq_id_ptrs.copy()
+        self._seq_id_ptrs[:] = self._sid.ctypes.data + np.arange(nb, dtype=np.uintp) * self._sid.itemsize
+        self._arange = np.arange(nb, dtype=np.int32)
 
     # --- the outside ----------------------------------------------------------
     def submit(self, req: EngineRequest, n: int, base_seed: int) -> EngineRequest:
@@ -121,7 +127,7 @@ class Engine:
         req.outs = [None] * n
         req.remaining = n
         req.arrival = next(self._arrivals)
-        req.seqs = [Sequence(self.lm, req, i, (base_seed + i) % _SEED_MOD, self.n_ctx) for i in range(n)]
+        req.seqs = [Sequence(self.lm, req, i, (base_seed + i) % SEED_MOD, self.n_ctx) for i in range(n)]
         with self._cv:
             if self._closed:
                 raise EngineError("the engine is closed")
@@ -134,6 +140,22 @@ class Engine:
         with self._cv:
             self._cv.notify()
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Engine]:
+        """Within this block the loop leaves this engine alone: step it with ``step_now()``."""
+        with self._cv:
+            self._held += 1
+        try:
+            yield self
+        finally:
+            with self._cv:
+                self._held -= 1
+                self._cv.notify()
+
+    def step_now(self) -> StepPlan:
+        """One step on the llama.cpp thread, from any thread (a held engine); returns its plan."""
+        return driver.call(self.step)
+
     def close(self) -> None:
         """Fail what is still queued or running, free the context."""
         with self._cv:
@@ -145,6 +167,7 @@ class Engine:
         def free() -> None:
             for req in self._requests():
                 req.sink("error", EngineError("the model was closed"), None)
+            self._seq_id_ptrs[:] = self._seq_id_own
             self.lc.llama_batch_free(self.batch)
             self.lc.llama_free(self.ctx)
 
@@ -154,8 +177,9 @@ class Engine:
         """Forget the KV cells of idle slots (a cold start for the next prompt)."""
         def clear() -> None:
             for slot in self.slots:
-                if slot.seq is None:
-                    self._truncate(slot, 0)
+                if slot.seq is None and slot.tokens:
+                    self.lc.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
+                    slot.cut(0)
 
         driver.call(clear)
 
@@ -163,31 +187,218 @@ class Engine:
         return {"slots": self.n_slots, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
                 "kv_cache": f"{self.n_slots} slots of {self.n_ctx} tokens each (prompt + max_tokens of one "
                             f"request <= {self.n_ctx}); {self.n_slots * self.n_ctx} tokens in all",
-                "running": len(self._running), "waiting": len(self._waiting), **self.stats}
+                "running": len(self.sched.running), "waiting": len(self.sched.waiting), **self.stats}
 
     # --- the loop (run by the driver's thread) ----------------------------------
+    def schedule(self) -> StepPlan:
+        """This step's plan (see ``Scheduler.schedule``); the slots' mirror already follows it."""
+        return self.sched.schedule()
+
     def has_work(self) -> bool:
-        return bool(self._incoming or self._waiting or self._running)
+        return not self._held and bool(self._incoming or self.sched.waiting or self.sched.running)
 
     def turn(self) -> bool:
-        """schedule -> execute -> update, once. False when nothing was decoded."""
+        """One step for the driver. False when it did nothing (only postponed sequences)."""
+        return self.step() is not NO_PLAN
+
+    def step(self) -> StepPlan:
+        """schedule -> execute -> update, once; the plan it followed."""
         with self._cv:
             incoming, self._incoming = self._incoming, []
         for req in incoming:
-            for s in req.seqs:
-                heapq.heappush(self._waiting, (req.priority, req.arrival, s.index, s))
+            self.sched.push(req)
         try:
             self._reap_cancelled()
-            self._schedule()
-            return self._step()
+            plan = self.schedule()
+            if plan is NO_PLAN:
+                return plan
+            if self.on_plan is not None:
+                self.on_plan(plan)
+            logits = self.execute(plan)
         except Exception as exc:  # noqa: BLE001 - a llama.cpp failure fails its requests, not the loop
             log.exception("engine step failed")
             self._fail_all(exc)
-            return True
+            return StepPlan()
+        self.update(plan, logits)
+        return plan
 
-    def _requests(self) -> Iterable[EngineRequest]:
+    # --- execute ----------------------------------------------------------------
+    def execute(self, plan: StepPlan) -> np.ndarray | None:
+        """The plan's KV copies and cuts, then its batch in one ``llama_decode``: the logits rows, or None."""
+        lc, mem = self.lc, self.mem
+        for a in plan.admissions:
+            if a.copied_from is not None:
+                lc.llama_memory_seq_cp(mem, a.copied_from, a.slot, -1, -1)  # whole streams, then cut
+            lc.llama_memory_seq_rm(mem, a.slot, a.reused, -1)
+        n = plan.n_tokens
+        if n == 0:
+            return None
+        tok, pos, sid, flags = self._tok, self._pos, self._sid, self._logits_flag
+        n_dec = len(plan.decode)
+        for i, s in enumerate(plan.decode):
+            slot = s.slot
+            tok[i] = s.next_tok
+            pos[i] = len(slot.tokens)
+            sid[i] = slot.id
+        flags[:n_dec] = 1
+        n_out = n_dec
+        for ch in plan.prefill:
+            s, start, k, o = ch.seq, ch.start, ch.n, ch.offset
+            ids = s.req.prompt_ids
+            tok[o:o + k] = ids[start:start + k]
+            np.add(self._arange[:k], start, out=pos[o:o + k])
+            sid[o:o + k] = s.slot.id
+            if s.req.prompt_logprobs_top is not None:
+                flags[o:o + k] = 1
+                n_out += k
+            else:
+                flags[o:o + k] = 0
+                if start + k == len(ids):
+                    flags[o + k - 1] = 1
+                    n_out += 1
+        self.batch.n_tokens = n
+        rc = lc.llama_decode(self.ctx, self.batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc} for a batch of {n} tokens "
+                              f"({n_dec} running, {len(plan.prefill)} evaluating prompts)")
+        st = self.stats
+        st["steps"] += 1
+        st["tokens_decoded"] += n
+        if n > st["max_batch"]:
+            st["max_batch"] = n
+        if not n_out:
+            return None
+        # rows with logits are stored contiguously in batch order (llama.h): one view per step
+        return np.ctypeslib.as_array(lc.llama_get_logits(self.ctx), shape=(n_out, self.lm.n_vocab))
+
+    # --- update -------------------------------------------------------------------
+    def update(self, plan: StepPlan, logits: np.ndarray | None) -> None:
+        """Apply a decoded plan: the KV mirror, then every row sampled by its own sequence."""
+        st = self.stats
+        for s in plan.decode:
+            s.slot.tokens.append(s.next_tok)
+        ends = []
+        for ch in plan.prefill:
+            s = ch.seq
+            s.slot.tokens.extend(s.req.prompt_ids[ch.start:ch.start + ch.n].tolist())
+            s.req.prompt_tokens_evaluated += ch.n
+            st["prompt_tokens_decoded"] += ch.n
+            if ch.start + ch.n == len(s.req.prompt_ids):
+                ends.append(s)
+        if plan.decode or ends:
+            self._compute_masks(plan.decode, ends)
+        ctx = self.ctx
+        if plan.decode:
+            assert logits is not None
+            for i, s in enumerate(plan.decode):
+                self._sample(s, logits[i], ctx, i)
+        for ch in plan.prefill:
+            s = ch.seq
+            top = s.req.prompt_logprobs_top
+            if top is not None and s.index == 0:
+                assert logits is not None
+                try:
+                    self._prompt_logprobs(s, ch, logits, top)
+                except Exception as exc:  # noqa: BLE001 - this sequence's failure, not the batch's
+                    self._fail(s, exc)
+                    continue
+            s.prefill_at += ch.n
+            if ch.logits >= 0 and s.prefill_at == len(s.req.prompt_ids):
+                assert logits is not None
+                row = logits[ch.logits + (ch.n - 1 if top is not None else 0)]
+                slot = s.slot
+                slot.saved_len = s.prefill_at
+                slot.saved_logits = row.copy()
+                self._after_prompt(s, row, ctx, ch.offset + ch.n - 1)
+        for a in plan.admissions:
+            if a.cached and a.seq.state is _PREFILL:
+                saved = self.slots[a.slot].saved_logits
+                assert saved is not None
+                self._after_prompt(a.seq, saved.copy(), None, -1)
+
+    def _sample(self, s: Sequence, row: np.ndarray, ctx: Any, idx: int) -> None:
+        """``s`` draws from ``row``; a finished sequence frees its slot, a failing one ends alone."""
+        try:
+            finish = s.take(row, ctx, idx)
+        except Exception as exc:  # noqa: BLE001 - this sequence's failure, not the batch's
+            self._fail(s, exc)
+            return
+        if finish is None:
+            s.state = _DECODE
+        else:
+            self._end(s, finish)
+
+    def _after_prompt(self, s: Sequence, row: np.ndarray, ctx: Any, idx: int) -> None:
+        """The prompt is in the cache and ``row`` holds its next-token logits: draw, or hand them over."""
+        req = s.req
+        if req.logits_only:
+            req.logits = np.array(row, dtype=np.float32, copy=True)
+            self._end(s, "length")
+        else:
+            self._sample(s, row, ctx, idx)
+
+    @staticmethod
+    def _compute_masks(decode: Iterable[Sequence], ends: Iterable[Sequence]) -> None:
+        """The guided masks of every constrained sequence of this step, computed together."""
+        by_kind: dict[type, list[Any]] = {}
+        for s in itertools.chain(decode, ends):
+            c = s.constraint
+            if c is not None and not s.in_reasoning:
+                by_kind.setdefault(type(c), []).append(c)
+        for kind, cs in by_kind.items():
+            batch = getattr(kind, "compute_masks", None)
+            if batch is not None and len(cs) > 1:
+                try:
+                    batch(cs)
+                except Exception:  # noqa: BLE001 - each sequence then computes its own mask, and a broken one fails alone
+                    log.debug("batched guided masks failed; computed per sequence", exc_info=True)
+
+    def _prompt_logprobs(self, s: Sequence, ch: PrefillChunk, logits: np.ndarray, top: int) -> None:
+        """vLLM's prompt_logprobs values for the prompt positions just evaluated (raw; shaped by the backend)."""
+        req = s.req
+        ids = req.prompt_ids
+        if req.prompt_logprobs is None:
+            req.prompt_logprobs = []
+        out = req.prompt_logprobs
+        for j in range(ch.n):
+            p = ch.start + j
+            if p + 1 >= len(ids):
+                break
+            out.append(prompt_logprob(logits[ch.logits + j], int(ids[p + 1]), top))
+
+    # --- endings --------------------------------------------------------------------
+    def _end(self, s: Sequence, finish: str) -> None:
+        """``s`` finished ("stop", "length", "abort"): its output is built and its slot freed."""
+        try:
+            s.end(finish)
+        except Exception as exc:  # noqa: BLE001 - this sequence's failure, not the batch's
+            self._fail(s, exc)
+            return
+        s.state = _DONE
+        self._retire(s)
+
+    def _fail(self, s: Sequence, exc: BaseException) -> None:
+        """``s`` failed on its own: it ends, its request gets the error and its other choices stop."""
+        log.warning("choice %d of a request failed: %s: %s", s.index, type(exc).__name__, exc)
+        req = s.req
+        try:
+            s.drop()
+        except Exception:  # noqa: BLE001 - already failing
+            pass
+        s.state = _DONE
+        first = not req.failed
+        req.failed = req.cancelled = True
+        self._retire(s)
+        if first:
+            err = exc if isinstance(exc, GSExploreError) else EngineError(
+                f"choice {s.index} failed: {type(exc).__name__}: {exc}")
+            if err is not exc:
+                err.__cause__ = exc
+            req.sink("error", err, None)
+
+    def _requests(self) -> list[EngineRequest]:
         seen: dict[int, EngineRequest] = {}
-        for s in [*self._running, *(w[3] for w in self._waiting)]:
+        for s in [*self.sched.running, *(w[3] for w in self.sched.waiting)]:
             seen.setdefault(id(s.req), s.req)
         for r in self._incoming:
             seen.setdefault(id(r), r)
@@ -195,236 +406,33 @@ class Engine:
 
     def _fail_all(self, exc: BaseException) -> None:
         reqs = self._requests()
-        for s in [*self._running, *(w[3] for w in self._waiting)]:
+        for s in [*self.sched.running, *(w[3] for w in self.sched.waiting)]:
             self._release(s)
             s.sampler.close()
-        self._waiting.clear()
-        self._running.clear()
+            s.state = _DONE
+        self.sched.waiting.clear()
+        self.sched.running.clear()
         self.lc.llama_memory_clear(self.mem, True)
         for slot in self.slots:
             slot.tokens, slot.saved_len, slot.saved_logits = [], 0, None
         for req in reqs:
-            req.sink("error", exc if isinstance(exc, EngineError) else EngineError(
-                f"llama.cpp failed: {type(exc).__name__}: {exc}"), None)
+            if not req.failed:
+                req.failed = True
+                req.sink("error", exc if isinstance(exc, EngineError) else EngineError(
+                    f"llama.cpp failed: {type(exc).__name__}: {exc}"), None)
 
     def _reap_cancelled(self) -> None:
-        if any(w[3].req.cancelled for w in self._waiting):
+        if any(w[3].req.cancelled for w in self.sched.waiting):
             keep = []
-            for w in self._waiting:
+            for w in self.sched.waiting:
                 if w[3].req.cancelled:
-                    w[3].end("abort")
-                    self._finished(w[3])
+                    self._end(w[3], "abort")
                 else:
                     keep.append(w)
-            self._waiting = keep
-            heapq.heapify(self._waiting)
-        for s in [s for s in self._running if s.req.cancelled]:
-            s.end("abort")
-            self._retire(s)
-
-    # --- KV streams ----------------------------------------------------------
-    def _truncate(self, slot: _Slot, n: int) -> None:
-        if n >= len(slot.tokens):
-            return
-        self.lc.llama_memory_seq_rm(self.mem, slot.id, n, -1)
-        del slot.tokens[n:]
-        if slot.saved_len > n:
-            slot.saved_len, slot.saved_logits = 0, None
-
-    def _copy(self, src: _Slot, dst: _Slot, n: int) -> None:
-        """``dst`` holds the first ``n`` tokens of ``src`` (llama.cpp copies whole streams, then we cut)."""
-        self.lc.llama_memory_seq_cp(self.mem, src.id, dst.id, -1, -1)
-        dst.tokens = src.tokens[:]
-        dst.saved_len, dst.saved_logits = src.saved_len, src.saved_logits
-        self._truncate(dst, n)
-
-    # --- schedule -------------------------------------------------------------
-    def _schedule(self) -> None:
-        postponed: list[tuple[int, int, int, Sequence]] = []
-        while self._waiting:
-            free = [sl for sl in self.slots if sl.seq is None]
-            if not free:
-                break
-            entry = self._waiting[0]
-            seq = entry[3]
-            heapq.heappop(self._waiting)
-            if not self._place(seq, free):  # its prompt is being evaluated by another sequence
-                postponed.append(entry)
-        for e in postponed:
-            heapq.heappush(self._waiting, e)
-
-    def _place(self, seq: Sequence, free: list[_Slot]) -> bool:
-        """Admit ``seq`` into one of the ``free`` slots (True), or postpone it a step (False)."""
-        ids = seq.req.prompt_ids
-        P = len(ids)
-        reuse = seq.req.prompt_logprobs_top is None  # prompt_logprobs needs every position evaluated
-        best, c = None, 0
-        if reuse:
-            for sl in self.slots:
-                k = sl.common_prefix(ids)
-                exact = k == P and sl.saved_len == P
-                if exact or k > c:
-                    best, c = sl, k
-                    if exact:
-                        break
-            # another sequence is evaluating a longer shared prefix right now: wait for it
-            for other in self._running:
-                if other.state == "prefill":
-                    k = min(int(_common(other.req.prompt_ids, ids)), P)
-                    if k >= c + _WAIT_FOR_SHARED or (k == P and k > c):
-                        return False
-        exact = best is not None and c == P and best.saved_len == P
-        if not exact:
-            c = min(c, P - 1)  # at least the last prompt token is evaluated, for its logits
-        # the target slot: the source itself when free, else the free slot whose cache is worth least
-        if best is not None and best.seq is None:
-            target = best
-        else:
-            target = min(free, key=lambda sl: (len(sl.tokens) > 0, sl.last_used))
-        if target is best:
-            self._truncate(target, c)
-        elif best is not None and c:
-            self._copy(best, target, c)
-        else:
-            self._truncate(target, 0)
-        target.seq = seq
-        seq.slot = target
-        self._running.append(seq)
-        if exact:
-            assert target.saved_logits is not None
-            seq.prefill_at = P
-            self._after_prompt(seq, target.saved_logits.copy())
-        else:
-            seq.state = "prefill"
-            seq.prefill_at = c
-        return True
-
-    def _after_prompt(self, seq: Sequence, row: np.ndarray, idx: int | None = None) -> None:
-        """The prompt is in the cache and ``row`` holds its next-token logits: draw, or hand them over."""
-        req = seq.req
-        if req.logits_only:
-            req.logits = np.array(row, dtype=np.float32, copy=True)
-            seq.end("length")
-            self._retire(seq)
-            return
-        if idx is None:
-            seq.take(row)
-        else:
-            seq.take(row, self.ctx, idx)
-        if seq.done:
-            self._retire(seq)
-
-    # --- execute and update -----------------------------------------------------
-    def _step(self) -> bool:
-        """One batch, one decode, every sequence updated. False when there was nothing to decode."""
-        decode: list[tuple[Sequence, int]] = []
-        prefill: list[tuple[Sequence, int, int]] = []   # (seq, batch start, n tokens)
-        n = 0
-        tok, pos, flags = self._tok, self._pos, self._logits_flag
-        seq_id = self.batch.seq_id
-        for s in self._running:
-            if s.state == "decode" and s.next_tok is not None:
-                tok[n] = s.next_tok
-                pos[n] = len(s.slot.tokens)
-                seq_id[n][0] = s.slot.id
-                flags[n] = 1
-                decode.append((s, n))
-                n += 1
-        for s in self._running:
-            if s.state != "prefill" or n >= self.n_batch:
-                continue
-            ids = s.req.prompt_ids
-            k = min(len(ids) - s.prefill_at, self.n_batch - n)
-            start = s.prefill_at
-            tok[n:n + k] = ids[start:start + k]
-            pos[n:n + k] = np.arange(start, start + k)
-            for j in range(n, n + k):
-                seq_id[j][0] = s.slot.id
-            flags[n:n + k] = 0
-            if s.req.prompt_logprobs_top is not None:
-                flags[n:n + k] = 1
-            elif start + k == len(ids):
-                flags[n + k - 1] = 1
-            prefill.append((s, n, k))
-            n += k
-        if n == 0:
-            return False
-        self.batch.n_tokens = n
-        rc = self.lc.llama_decode(self.ctx, self.batch)
-        if rc != 0:
-            raise EngineError(f"llama_decode returned {rc} for a batch of {n} tokens "
-                              f"({len(decode)} running, {len(prefill)} evaluating prompts)")
-        st = self.stats
-        st["steps"] += 1
-        st["tokens_decoded"] += n
-        st["max_batch"] = max(st["max_batch"], n)
-        n_vocab = self.lm.n_vocab
-        for s, i in decode:
-            s.slot.tokens.append(int(s.next_tok))
-        for s, start, k in prefill:
-            ids = s.req.prompt_ids
-            s.slot.tokens.extend(int(t) for t in ids[s.prefill_at:s.prefill_at + k])
-            s.req.prompt_tokens_evaluated += k
-            st["prompt_tokens_decoded"] += k
-        self._compute_masks([s for s, _ in decode]
-                            + [s for s, start, k in prefill if s.prefill_at + k == len(s.req.prompt_ids)])
-        for s, i in decode:
-            row = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, i), shape=(n_vocab,))
-            s.take(row, self.ctx, i)
-            if s.done:
-                self._retire(s)
-        for s, start, k in prefill:
-            top = s.req.prompt_logprobs_top
-            ids = s.req.prompt_ids
-            if top is not None:
-                self._prompt_logprobs(s, start, k)
-            s.prefill_at += k
-            if s.prefill_at == len(ids):
-                last = start + k - 1
-                row = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, last), shape=(n_vocab,))
-                s.slot.saved_len = len(ids)
-                s.slot.saved_logits = row.copy()
-                s.state = "decode"
-                self._after_prompt(s, row, last)
-        return True
-
-    @staticmethod
-    def _compute_masks(seqs: list[Sequence]) -> None:
-        """The guided masks of every constrained sequence of this step, computed together."""
-        by_kind: dict[type, list[Any]] = {}
-        for s in seqs:
-            c = s.constraint
-            if c is not None and not s.in_reasoning:
-                by_kind.setdefault(type(c), []).append(c)
-        for kind, cs in by_kind.items():
-            batch = getattr(kind, "compute_masks", None)
-            if batch is not None and len(cs) > 1:
-                batch(cs)
-
-    def _prompt_logprobs(self, s: Sequence, start: int, k: int) -> None:
-        """vLLM's prompt_logprobs entries for the prompt positions just evaluated."""
-        req = s.req
-        if s.index != 0:
-            return
-        ids = req.prompt_ids
-        if req.prompt_logprobs is None:
-            req.prompt_logprobs = [None]
-        lm = self.lm
-        top = int(req.prompt_logprobs_top or 0)
-        for j in range(k):
-            p = s.prefill_at + j
-            if p + 1 >= len(ids):
-                break
-            row = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, start + j), shape=(lm.n_vocab,))
-            nxt = int(ids[p + 1])
-            lse = logsumexp(row)
-            x = float(row[nxt])
-            entry = {str(nxt): {"logprob": clamp_lp(x - lse), "rank": int(np.count_nonzero(row > x)) + 1,
-                                "decoded_token": lm.token_str(nxt)}}
-            for rank, t in enumerate(top_ids(row, top) if top else (), start=1):
-                entry.setdefault(str(t), {"logprob": clamp_lp(float(row[t]) - lse), "rank": rank,
-                                          "decoded_token": lm.token_str(t)})
-            req.prompt_logprobs.append(entry)
+            self.sched.waiting = keep
+            heapq.heapify(self.sched.waiting)
+        for s in [s for s in self.sched.running if s.req.cancelled]:
+            self._end(s, "abort")
 
     def _release(self, s: Sequence) -> None:
         if s.slot is not None:
@@ -433,20 +441,11 @@ class Engine:
             s.slot = None
 
     def _retire(self, s: Sequence) -> None:
-        """A running sequence is done: free its slot (its cells stay cached)."""
+        """A sequence is done: free its slot (its cells stay cached) and count it for its request."""
         self._release(s)
-        if s in self._running:
-            self._running.remove(s)
-        self._finished(s)
-
-    def _finished(self, s: Sequence) -> None:
+        if s in self.sched.running:
+            self.sched.running.remove(s)
         req = s.req
         req.remaining -= 1
-        if req.remaining == 0:
+        if req.remaining == 0 and not req.failed:
             req.sink("finished", req, None)
-
-
-def _common(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    diff = np.flatnonzero(a[:n] != b[:n])
-    return int(diff[0]) if diff.size else n

@@ -1,32 +1,27 @@
 """A GGUF loaded in llama.cpp: its weights, vocabulary, chat template and defaults, shared.
 
-One ``LoadedModel`` per file and load options (``load_model`` keeps a registry),
-with its batched ``Engine`` (``engine.py``). ``llm`` is the ``llama_cpp.Llama``
-that owns the weights and tokenizer; its own small context serves direct use
-(``LocalBackend.llama``, under ``lock``), never generation.
+``llm`` is the ``llama_cpp.Llama`` that owns the weights and tokenizer; its own
+small context serves direct use (``LocalBackend.llama``, under ``lock``), never
+generation. The batched ``Engine`` over a model is made by whoever loads it
+(``backends/local/loading.py``): a model knows nothing of engines.
 """
 from __future__ import annotations
 
-import atexit
 import ctypes
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
 from ... import reasoning as _reasoning
 from ...chat_template import CHATML_TEMPLATE
 from ...params import Params
-from .hardware import ExtraBuffers, choose_extra_buffers
-from .loading import load_llama, system_info
+from .hardware import ExtraBuffers
+from .loading import load_llama
 
-__all__ = ["LoadedModel", "load_model", "loaded_models", "unload_all", "gguf_sampling", "NEUTRAL_DEFAULTS"]
+__all__ = ["LoadedModel", "gguf_sampling", "NEUTRAL_DEFAULTS"]
 
 #: the context of ``llm`` itself (tokenising, direct experiments), not the engine's
 _OWN_CTX = 512
-#: ``slots=None``: as many slots (up to MAX_AUTO_SLOTS) as fit this much KV cache
-KV_BUDGET_BYTES = 2 << 30
-MAX_AUTO_SLOTS = 16
 
 # GGUF general.sampling.* keys -> Params names (what vLLM reads from generation_config)
 _GGUF_SAMPLING_KEYS = {
@@ -49,10 +44,8 @@ class LoadedModel:
     """One model in memory and what we derive from it; shared by every LocalBackend on it."""
 
     def __init__(self, path: Path, *, n_gpu_layers: int, n_ctx: int, n_threads: int,
-                 n_threads_batch: int, extra_buffers: ExtraBuffers | bool | None, slots: int | None,
-                 verbose: bool) -> None:
-        from .engine import Engine
-
+                 n_threads_batch: int, extra_buffers: ExtraBuffers | bool | None, verbose: bool) -> None:
+        """``n_ctx``: the context the engine will give each sequence (``llm``'s own is smaller)."""
         self.llm, self.load_report = load_llama(
             path, n_gpu_layers=n_gpu_layers, n_ctx=min(n_ctx, _OWN_CTX), n_threads=n_threads,
             n_threads_batch=n_threads_batch, extra_buffers=extra_buffers, verbose=verbose,
@@ -86,19 +79,6 @@ class LoadedModel:
         self._piece_lock = threading.Lock()
         self._piece_buf = ctypes.create_string_buffer(256)
         self.kv_bytes_per_token = self._kv_bytes_per_token()
-        if slots is None:
-            per_slot = max(1, self.kv_bytes_per_token * n_ctx)
-            fit = max(1, min(MAX_AUTO_SLOTS, KV_BUDGET_BYTES // per_slot))
-            slots = 1 << (fit.bit_length() - 1)  # a power of two
-            self.slots_reason = (f"auto: {slots} slots of {n_ctx} tokens (a power of two, at most "
-                                 f"{MAX_AUTO_SLOTS}) fit a KV cache of {KV_BUDGET_BYTES >> 30} GiB; "
-                                 "pass slots= (and n_ctx=) to choose")
-        else:
-            self.slots_reason = "asked for"
-        self.engine = Engine(self, n_ctx=n_ctx, slots=slots, n_threads=n_threads,
-                             n_threads_batch=n_threads_batch)
-        self.n_ctx = self.engine.n_ctx
-        _OPEN.add(self)
 
     def _kv_bytes_per_token(self) -> int:
         """An f16 KV cache's bytes per token: layers x KV heads x head size x (K and V) x 2 bytes."""
@@ -110,12 +90,10 @@ class LoadedModel:
         return self.n_layer * int(lc.llama_model_n_head_kv(model)) * (head_k + head_v) * 2
 
     def close(self) -> None:
-        """Stop the engine and free llama.cpp's memory (once)."""
+        """Free the weights (once; close the engines over them first)."""
         if getattr(self, "_closed", False):
             return
         self._closed = True
-        _OPEN.discard(self)
-        self.engine.close()
         self.llm.close()
 
     # --- vocabulary ---------------------------------------------------------
@@ -155,58 +133,6 @@ class LoadedModel:
 
     def token_str(self, tok: int) -> str:
         return self.piece(tok)[0].decode("utf-8", errors="replace")
-
-
-_LoadKey = tuple[str, int, int, int, int, str, "int | None"]
-_REGISTRY: dict[_LoadKey, LoadedModel] = {}
-_REGISTRY_LOCK = threading.Lock()
-_OPEN: weakref.WeakSet[LoadedModel] = weakref.WeakSet()
-
-
-@atexit.register
-def _free_models_at_exit() -> None:
-    """Free every loaded model while the interpreter is still whole.
-
-    Left to ``Llama.__del__`` during shutdown, llama-cpp-python finds its module
-    globals already gone and prints ``TypeError: 'NoneType' object is not callable``.
-    """
-    for lm in list(_OPEN):
-        try:
-            lm.close()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
-
-
-def load_model(path: Path, *, n_gpu_layers: int, n_ctx: int, n_threads: int, n_threads_batch: int,
-               extra_buffers: ExtraBuffers | bool | None, slots: int | None, verbose: bool,
-               shared: bool = True) -> LoadedModel:
-    """The loaded model for these options: the shared one, or (``shared=False``) a private copy."""
-    choice = choose_extra_buffers(system_info(), extra_buffers)
-    kw = dict(n_gpu_layers=int(n_gpu_layers), n_ctx=int(n_ctx), n_threads=int(n_threads),
-              n_threads_batch=int(n_threads_batch), extra_buffers=choice.requested,
-              slots=None if slots is None else int(slots),
-              verbose=verbose)
-    if not shared:
-        return LoadedModel(path, **kw)
-    key = (str(path.resolve()), kw["n_gpu_layers"], kw["n_ctx"], kw["n_threads"], kw["n_threads_batch"],
-           choice.requested, kw["slots"])
-    with _REGISTRY_LOCK:
-        lm = _REGISTRY.get(key)
-        if lm is None:
-            lm = _REGISTRY[key] = LoadedModel(path, **kw)
-        return lm
-
-
-def loaded_models() -> list[dict[str, Any]]:
-    """The shared models in memory: file, n_gpu_layers, n_ctx, threads, extra_buffers, slots."""
-    names = ("file", "n_gpu_layers", "n_ctx", "n_threads", "n_threads_batch", "extra_buffers", "slots")
-    return [dict(zip(names, k)) for k in _REGISTRY]
-
-
-def unload_all() -> None:
-    """Forget every shared model (memory is freed once no LocalBackend uses it)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.clear()
 
 
 def gguf_sampling(meta: dict[str, str]) -> dict[str, Any]:

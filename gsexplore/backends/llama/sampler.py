@@ -1,7 +1,7 @@
 """One sequence's sampler, in vLLM's order: NumPy pre-processing in place, then llama.cpp's chain.
 
-``Plan`` is a request's sampling settings resolved against the model's defaults;
-``TokenSampler`` draws the tokens of one choice (its own seed, its own penalty
+``Plan`` (``plan.py``) is a request's sampling settings resolved against the model's
+defaults; ``TokenSampler`` draws the tokens of one choice (its own seed, its own penalty
 state), from a row of llama.cpp's logits buffer or from any logits array.
 """
 from __future__ import annotations
@@ -9,15 +9,17 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
+
+from .plan import Plan
 
 if TYPE_CHECKING:
     from .model import LoadedModel
 
-__all__ = ["Plan", "TokenSampler", "Constraint", "lp_item", "logsumexp", "top_ids", "clamp_lp"]
+__all__ = ["Plan", "TokenSampler", "Constraint", "TokenLogprob", "PromptLogprob", "prompt_logprob", "logsumexp",
+           "top_ids", "clamp_lp"]
 
 NEG_INF = np.float32(-np.inf)
 
@@ -61,60 +63,32 @@ def clamp_lp(v: float) -> float:
     return max(float(v), -9999.0)  # vLLM clamps -inf to -9999.0
 
 
-@dataclass
-class Plan:
-    """Everything the token loop needs, resolved from Params and the model's defaults."""
+class TokenLogprob(NamedTuple):
+    """The raw logprobs of one drawn token: its id and log-softmax value, the most likely ids and theirs."""
 
-    temperature: float
-    top_k: int
-    top_p: float
-    min_p: float
-    repetition_penalty: float
-    presence_penalty: float
-    frequency_penalty: float
-    greedy: bool
-    max_tokens: int
-    min_tokens: int
-    eos_ids: frozenset[int]
-    stop_token_ids: frozenset[int]
-    stop: tuple[str, ...]
-    include_stop: bool
-    skip_special: bool
-    allowed: np.ndarray | None
-    bias_ids: np.ndarray | None
-    bias_vals: np.ndarray | None
-    min_block: np.ndarray
-    logprobs: bool
-    top_logprobs: int
-    as_token_ids: bool
-    n: int
-    base_seed: int
-    seeded: bool
+    token: int
+    logprob: float
+    top_ids: list[int]
+    top_logprobs: list[float]
 
-    def chain_stages(self) -> list[tuple[str, float]]:
-        """llama.cpp sampler chain stages after the NumPy part (empty when greedy).
 
-        vLLM's order is temperature -> min_p -> top_k -> top_p. top_k runs first here
-        because it commutes with both: temperature is monotone (same k largest) and
-        min_p keeps every token within a factor of the top one, which top_k always
-        keeps, so both filters keep a top prefix of the same ranking and their
-        composition does not depend on the order. The result is the same
-        distribution while temperature, min_p, top_p and the draw touch k tokens
-        instead of the whole vocabulary (llama.cpp's own chain also truncates first).
-        """
-        if self.greedy:
-            return []
-        st: list[tuple[str, float]] = []
-        if self.top_k > 0:
-            st.append(("top_k", self.top_k))
-        if self.temperature != 1.0:
-            st.append(("temp", self.temperature))
-        if self.min_p > 0:
-            st.append(("min_p", self.min_p))
-        if self.top_p < 1.0:
-            st.append(("top_p", self.top_p))
-        st.append(("dist", -1))
-        return st
+class PromptLogprob(NamedTuple):
+    """The raw logprobs of one prompt position: the next prompt token, its value and rank, the most likely."""
+
+    token: int
+    logprob: float
+    rank: int
+    top_ids: list[int]
+    top_logprobs: list[float]
+
+
+def prompt_logprob(row: np.ndarray, nxt: int, top: int) -> PromptLogprob:
+    """vLLM's prompt_logprobs values for the prompt token ``nxt`` under logits ``row``."""
+    lse = logsumexp(row)
+    x = float(row[nxt])
+    tops = top_ids(row, top) if top else []
+    return PromptLogprob(nxt, x - lse, int(np.count_nonzero(row > x)) + 1, tops,
+                         [float(row[t]) - lse for t in tops])
 
 
 class TokenSampler:
@@ -224,24 +198,11 @@ class TokenSampler:
         lc.llama_sampler_apply(self.chain, ctypes.byref(arr))
         return int(td["id"][arr.selected])
 
-    def logprob_entry(self, tok: int, lm: LoadedModel) -> dict[str, Any]:
-        """OpenAI-shaped logprobs of the token just drawn, from the raw logits."""
+    def logprob_record(self, tok: int) -> TokenLogprob:
+        """The raw logprobs of the token just drawn (log-softmax of the logits before any processing)."""
         raw = self.raw
         assert raw is not None
         lse = logsumexp(raw)
-        plan = self.plan
-        entry = lp_item(lm, tok, float(raw[tok]) - lse, plan.as_token_ids)
-        entry["top_logprobs"] = [lp_item(lm, t, float(raw[t]) - lse, plan.as_token_ids)
-                                 for t in (top_ids(raw, plan.top_logprobs) if plan.top_logprobs else ())]
-        return entry
-
-
-def lp_item(lm: LoadedModel, tok: int, lp: float, as_ids: bool) -> dict[str, Any]:
-    if as_ids:
-        s = f"token_id:{tok}"
-        b = list(s.encode())
-    else:
-        data = lm.piece(tok)[0]
-        s = data.decode("utf-8", errors="replace")
-        b = list(data)
-    return {"token": s, "logprob": clamp_lp(lp), "bytes": b}
+        n = self.plan.top_logprobs
+        tops = top_ids(raw, n) if n else []
+        return TokenLogprob(tok, float(raw[tok]) - lse, tops, [float(raw[t]) - lse for t in tops])

@@ -2,10 +2,13 @@
 
 The engine hands a ``Sequence`` one row of logits per step (``take``); the sequence
 draws its token with its own vLLM-order sampler, checks its stops, streams its
-text deltas to its request and, once finished, holds its ``ChoiceOutput``.
+text deltas to its request and says whether it finished; ``end`` then builds its
+``ChoiceOutput``. Its ``state`` (``SeqState``) is the engine's to change.
+Logprobs are recorded raw (ids and values); the backend shapes them.
 """
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,14 +17,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ... import reasoning as _reasoning
-from ...params import Params
-from .sampler import Constraint, Plan, TokenSampler
+from .plan import Plan
+from .sampler import Constraint, PromptLogprob, TokenLogprob, TokenSampler
 from .text import TextState
 
 if TYPE_CHECKING:
     from .model import LoadedModel
 
-__all__ = ["ChoiceOutput", "EngineRequest", "Sequence"]
+__all__ = ["ChoiceOutput", "EngineRequest", "Sequence", "SeqState"]
+
+
+class SeqState(enum.Enum):
+    """Where a sequence is in the engine: waiting for a slot, evaluating its prompt, drawing tokens, done."""
+
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    DONE = "done"
 
 
 @dataclass
@@ -35,7 +47,7 @@ class ChoiceOutput:
     stop_reason: int | str | None
     completion_tokens: int
     reasoning_tokens: int | None = None
-    logprobs: list[dict[str, Any]] | None = None
+    logprobs: list[TokenLogprob] | None = None   # raw; the backend shapes them as OpenAI's
     token_ids: list[int] = field(default_factory=list)
     seed: int | None = None
     constraint_accepting: bool | None = None
@@ -47,13 +59,13 @@ class EngineRequest:
 
     ``sink`` receives, from the engine's thread, ``(kind, text, index)`` deltas
     ("reasoning" / "content"), then ``("finished", self, None)``, or
-    ``("error", exception, None)``. ``logits_only``: evaluate the prompt and keep
-    the logits of its last position (``logits``), generate nothing.
+    ``("error", exception, None)`` (once: a request whose sequence failed gets no
+    "finished"). ``logits_only``: evaluate the prompt and keep the logits of its
+    last position (``logits``), generate nothing.
     """
 
     prompt_ids: np.ndarray
     plan: Plan
-    params: Params
     parser_on: bool
     make_constraint: Callable[[], Constraint | None]
     sink: Callable[[str, Any, Any], None]
@@ -63,8 +75,9 @@ class EngineRequest:
     t0: float = field(default_factory=time.perf_counter)
     first_token_t: float | None = None
     cancelled: bool = False
+    failed: bool = False
     outs: list[ChoiceOutput | None] = field(default_factory=list)
-    prompt_logprobs: list[dict[str, Any] | None] | None = None
+    prompt_logprobs: list[PromptLogprob] | None = None  # raw, from the second prompt position on
     logits: np.ndarray | None = None
     prompt_tokens_evaluated: int = 0  # prompt tokens this request's sequences decoded themselves
     remaining: int = 0
@@ -72,7 +85,7 @@ class EngineRequest:
 
     @property
     def prompt_logprobs_top(self) -> int | None:
-        return self.params.prompt_logprobs
+        return self.plan.prompt_logprobs
 
     def cancel(self) -> None:
         """Stop generating; the engine frees its slots at its next step."""
@@ -85,6 +98,7 @@ class Sequence:
     def __init__(self, lm: LoadedModel, req: EngineRequest, index: int, seed: int, n_ctx: int) -> None:
         self.lm, self.req, self.index, self.seed, self.n_ctx = lm, req, index, seed, n_ctx
         plan = req.plan
+        self.max_out = min(plan.max_tokens, n_ctx - len(req.prompt_ids))  # then "length": max_tokens or the slot
         self.sampler = TokenSampler(lm, plan, seed, req.prompt_ids if plan.repetition_penalty != 1.0 else ())
         self.constraint = None if req.logits_only else req.make_constraint()
         self.text = TextState(plan)
@@ -92,23 +106,25 @@ class Sequence:
         self.in_reasoning = req.parser_on
         self.think_ids = (lm.think_start, lm.think_end) if req.parser_on else ()
         self.out_ids: list[int] = []
-        self.logprobs: list[dict[str, Any]] | None = [] if plan.logprobs else None
+        self.logprobs: list[TokenLogprob] | None = [] if plan.logprobs else None
         self.finish: str | None = None
         self.stop_reason: int | str | None = None
         self.stopped_by_token = False
-        # engine state: "waiting" -> "prefill" -> "decode" -> "done"
-        self.state = "waiting"
+        self.state = SeqState.WAITING  # changed by the engine only
         self.slot: Any = None
         self.prefill_at = 0          # next prompt position to evaluate
         self.next_tok: int | None = None  # drawn, not yet in the KV cache
 
     @property
     def done(self) -> bool:
-        return self.state == "done"
+        return self.state is SeqState.DONE
 
     # --- one step -------------------------------------------------------------
-    def take(self, x: np.ndarray, ctx: Any = None, idx: int = -1) -> None:
-        """Draw the next token from logits ``x`` (row ``idx`` of ``ctx``'s buffer, if given)."""
+    def take(self, x: np.ndarray, ctx: Any = None, idx: int = -1) -> str | None:
+        """Draw the next token from logits ``x`` (row ``idx`` of ``ctx``'s buffer, if given).
+
+        Returns the finish reason when this token ends the choice (then call ``end``), else None.
+        """
         plan = self.req.plan
         lm = self.lm
         constraint = self.constraint if self.constraint is not None and not self.in_reasoning else None
@@ -119,7 +135,7 @@ class Sequence:
         if self.req.first_token_t is None:
             self.req.first_token_t = time.perf_counter()
         if self.logprobs is not None:
-            self.logprobs.append(self.sampler.logprob_entry(tok, lm))
+            self.logprobs.append(self.sampler.logprob_record(tok))
         if constraint is not None:
             constraint.consume(tok)
         if self.in_reasoning and tok == lm.think_end:
@@ -144,16 +160,15 @@ class Sequence:
         if (finish is None and self.constraint is not None and not self.in_reasoning
                 and self.constraint.is_stopped()):
             finish = "stop"
-        if finish is None and (n_out >= plan.max_tokens or len(self.req.prompt_ids) + n_out >= self.n_ctx):
+        if finish is None and n_out >= self.max_out:
             finish = "length"
         if finish is not None:
-            self.end(finish)
-            return
+            return finish
         piece = self.text.take(False)
         if piece:
             self._emit(self.splitter.feed(piece))
         self.next_tok = tok
-        self.state = "decode"
+        return None
 
     def end(self, finish: str) -> None:
         """Finish with ``finish`` ("stop", "length", "abort"): flush the text, build the output."""
@@ -163,7 +178,6 @@ class Sequence:
         self._emit(self.splitter.feed(self.text.take(True)))
         self._emit(self.splitter.finish())
         self.sampler.close()
-        self.state = "done"
         lm, req = self.lm, self.req
         reasoning_content, content = self.splitter.result()
         n_reason = None
@@ -176,6 +190,11 @@ class Sequence:
             stop_reason=self.stop_reason, completion_tokens=len(self.out_ids), reasoning_tokens=n_reason,
             logprobs=self.logprobs, token_ids=list(self.out_ids), seed=self.seed,
             constraint_accepting=None if self.constraint is None else bool(self.constraint.is_accepting()))
+
+    def drop(self) -> None:
+        """Give up without an output (the sequence failed): free the sampler."""
+        self.next_tok = None
+        self.sampler.close()
 
     def _emit(self, pieces: Any) -> None:
         sink = self.req.sink
