@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .params import Params
+from .tokens import token_stats
 
 if TYPE_CHECKING:
     from .completion import Completion
@@ -36,7 +37,7 @@ ROW_COLUMNS = HEAD + [n for n in Params.names() if n not in HEAD] + TAIL
 def outcome(c: Completion) -> dict[str, Any]:
     """The `OUTCOME` columns of one choice."""
     u = c.usage
-    entropy, perplexity = c.token_stats
+    entropy, perplexity = token_stats(c.logprobs)
     return {
         "content": c.content,
         "reasoning_content": c.reasoning_content,

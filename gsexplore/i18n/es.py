@@ -12,6 +12,18 @@ MESSAGES: dict[str, str] = {
     # --- sweeps: plan, progress, outcome -------------------------------------------------------
     # --- batch files ---------------------------------------------------------------------------
     # --- statistics and comparisons ------------------------------------------------------------
+    "stats.family": "Familia de Holm: {n} comparaciones ({metrics}; {by} = {levels} contra {baseline}).",
+    "stats.underpowered": ("{by}={level} contra {baseline}, {metric}: la diferencia {diff} no es significativa "
+                           "con n={n} (p_adj={p}); con unas {per} repeticiones por valor en cada uno de los "
+                           "{strata} estratos ({total} por valor) se detectaría con {power} de potencia."),
+    "agreement.no_prompt_logprobs": ("{backend} no devolvió prompt_logprobs: no puede puntuar un texto dado "
+                                     "(teacher forcing). Usá un backend que los devuelva (LocalBackend, vLLM, "
+                                     "gsexplore serve); llama-server y OpenAI no los ofrecen."),
+    "agreement.summary_title": "Acuerdo entre {a} y {b}: KL por posición ({n} posiciones)",
+    "agreement.rest_bucket": "la masa fuera del top-{top} de ambos cuenta como un solo grupo («resto»)",
+    "agreement.sweep_title": "¿Se transfiere la conclusión? {metric}: {b} menos {a} por celda (Holm sobre {n})",
+    "agreement.interaction": ("Interacción {by} × backend en {metric}: p = {p} (¿el efecto de {by} cambia "
+                              "entre backends?)"),
     # --- panels --------------------------------------------------------------------------------
     # --- classroom -----------------------------------------------------------------------------
 }
