@@ -6,10 +6,11 @@ every position both give their next-token distribution (top-``top`` tokens plus
 the actual one); per position it reports
 
 * ``kl``: KL(a || b) in nats and ``tv``: total variation, over the union of both
-  top-``top`` lists. A token only one side reports, and all the mass outside the
-  lists, count as one bucket ("rest") on both sides: a coarsening, so this KL is
-  a lower bound of the full-vocabulary KL (equal to it when both lists cover the
-  mass);
+  top-``top`` lists plus one bucket ("rest") holding all the mass outside them. A
+  token only one side lists gets, on the other side, that side's smallest listed
+  probability (an upper bound: the true value is below it). With the same lists
+  on both sides this is exactly the KL of the coarsened distributions, a lower
+  bound of the full-vocabulary KL;
 * ``top1_agree``: whether both put the same token first;
 * ``logprob_diff``: log p_b - log p_a of the token that actually comes next.
 
@@ -71,20 +72,31 @@ def _dist(entry: dict[str, Any]) -> tuple[str, dict[str, float], str]:
     return ids[0], lps, first  # vLLM and the local engine put the actual token first
 
 
-def position_divergence(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, float, float]:
-    """(KL(a||b), TV, rest_a, rest_b) over the tokens both report plus one "rest" bucket.
+def _filled(lp: dict[str, float], union: list[str]) -> np.ndarray:
+    """Probabilities over ``union`` + rest; an unlisted token gets this side's smallest listed probability."""
+    listed = np.exp(np.array(list(lp.values())))
+    floor = float(listed.min()) if len(listed) else 0.0
+    p = np.array([math.exp(lp[t]) if t in lp else floor for t in union])
+    missing = np.array([t not in lp for t in union])
+    room = max(0.0, 1.0 - float(listed.sum()))  # what is not listed: the imputed tokens come out of it
+    if missing.any() and p[missing].sum() > room:
+        p[missing] *= room / p[missing].sum()
+    return np.append(p, max(0.0, 1.0 - float(p.sum())))
 
-    ``a`` and ``b`` map token ids to log-probabilities (each side's top list).
+
+def position_divergence(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, float, float]:
+    """(KL(a||b), TV, rest_a, rest_b) over the union of both lists plus one "rest" bucket.
+
+    ``a`` and ``b`` map token ids to log-probabilities (each side's top list). A
+    token only one side lists gets, on the other side, that side's smallest listed
+    probability (an upper bound of its true value, capped by the unlisted mass).
     """
-    shared = sorted(set(a) & set(b))
-    pa = np.exp(np.array([a[t] for t in shared])) if shared else np.zeros(0)
-    pb = np.exp(np.array([b[t] for t in shared])) if shared else np.zeros(0)
-    rest_a, rest_b = max(0.0, 1.0 - float(pa.sum())), max(0.0, 1.0 - float(pb.sum()))
-    p, q = np.append(pa, rest_a), np.append(pb, rest_b)
+    union = sorted(set(a) | set(b))
+    p, q = _filled(a, union), _filled(b, union)
     mask = p > 0
     kl = float(np.sum(p[mask] * (np.log(p[mask]) - np.log(np.maximum(q[mask], _TINY)))))
     tv = 0.5 * float(np.abs(p - q).sum())
-    return max(kl, 0.0), tv, rest_a, rest_b
+    return max(kl, 0.0), tv, float(p[-1]), float(q[-1])
 
 
 def agreement(a: Any, b: Any, texts_or_messages: str | Sequence[Any], *, top: int = 20) -> pd.DataFrame:

@@ -20,7 +20,8 @@ MESSAGES: dict[str, str] = {
                                      "(teacher forcing). Use a backend that returns them (LocalBackend, vLLM, "
                                      "gsexplore serve); llama-server and OpenAI do not offer them."),
     "agreement.summary_title": "Agreement of {a} and {b}: KL per position ({n} positions)",
-    "agreement.rest_bucket": "the mass outside both top-{top} lists counts as one bucket (\"rest\")",
+    "agreement.rest_bucket": ("the mass outside both top-{top} lists counts as one bucket (\"rest\"); a token one side does "
+                                "not list gets that side's smallest listed probability (an upper bound)"),
     "agreement.sweep_title": "Does the conclusion transfer? {metric}: {b} minus {a} per cell (Holm over {n})",
     "agreement.interaction": ("Interaction {by} x backend on {metric}: p = {p} (does the effect of {by} "
                               "differ between backends?)"),

@@ -20,7 +20,8 @@ MESSAGES: dict[str, str] = {
                                      "(teacher forcing). Usá un backend que los devuelva (LocalBackend, vLLM, "
                                      "gsexplore serve); llama-server y OpenAI no los ofrecen."),
     "agreement.summary_title": "Acuerdo entre {a} y {b}: KL por posición ({n} posiciones)",
-    "agreement.rest_bucket": "la masa fuera del top-{top} de ambos cuenta como un solo grupo («resto»)",
+    "agreement.rest_bucket": ("la masa fuera del top-{top} de ambos cuenta como un solo grupo («resto»); un token que un lado "
+                                "no lista recibe la menor probabilidad listada de ese lado (una cota superior)"),
     "agreement.sweep_title": "¿Se transfiere la conclusión? {metric}: {b} menos {a} por celda (Holm sobre {n})",
     "agreement.interaction": ("Interacción {by} × backend en {metric}: p = {p} (¿el efecto de {by} cambia "
                               "entre backends?)"),
