@@ -241,8 +241,9 @@ def _interaction(both: pd.DataFrame, by: str, strata: list[str]) -> tuple[float,
     data = pd.DataFrame({"y": both["_y"].astype(float), "side": both["_side"], "level": both[by].astype(str)})
     formula = "y ~ C(side) * C(level)"
     for i, s in enumerate(strata):
-        data[f"s{i}"] = both[s].astype(str).to_numpy()
-        formula += f" + C(s{i})"
+        if both[s].nunique() > 1:  # a single prompt is no stratum (and has no column to test)
+            data[f"s{i}"] = both[s].astype(str).to_numpy()
+            formula += f" + C(s{i})"
     data = data.dropna()
     if data["level"].nunique() < 2 or data["y"].nunique() < 2:
         return 1.0, 0.0

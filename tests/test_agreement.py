@@ -162,3 +162,10 @@ def test_agreement_sweep_raises_few_false_alarms():
         a, b = _grid(100 + seed, slope_a=1.0, slope_b=1.0)
         alarms += gs.agreement_sweep(a, b, metric="y").iloc[-1]["p_value"] < 0.05
     assert alarms <= 1
+
+
+def test_agreement_sweep_of_one_prompt_and_identical_backends_finds_nothing():
+    a, _ = _grid(3, slope_a=1.0, slope_b=1.0)
+    a = a[a["prompt_id"] == "p0"]
+    out = gs.agreement_sweep(a, a.assign(backend="b"), metric="y")
+    assert len(out) == 3 and (out["p_adj"] >= 0.05).all() and out.iloc[-1]["p_value"] == pytest.approx(1.0)
