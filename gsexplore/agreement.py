@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import stats
 from .completion import to_messages
-from .errors import UnsupportedParam
+from .errors import BadRequestError, UnsupportedParam
 from .i18n import msg
 from .params import Params
 
@@ -56,11 +56,16 @@ def _name(backend: Any) -> str:
 
 def _score(backend: Any, messages: list[dict[str, Any]], top: int) -> list[dict[str, Any] | None]:
     """The backend's prompt_logprobs for ``messages`` (one generated token, greedy)."""
-    c = backend.chat(messages, Params(prompt_logprobs=top, max_tokens=1, temperature=0.0))
+    why = msg("agreement.no_prompt_logprobs", "en", backend=_name(backend))
+    try:
+        c = backend.chat(messages, Params(prompt_logprobs=top, max_tokens=1, temperature=0.0))
+    except BadRequestError as e:  # a server that refuses the field (OpenAI) rather than ignoring it
+        if "prompt_logprobs" in str(e):
+            raise UnsupportedParam("prompt_logprobs", _name(backend), why) from e
+        raise
     entries = c.prompt_logprobs
-    if not entries or all(e is None for e in entries):
-        raise UnsupportedParam("prompt_logprobs", _name(backend), msg("agreement.no_prompt_logprobs", "en",
-                                                                       backend=_name(backend)))
+    if not entries or all(e is None for e in entries):  # a server that ignores it (llama-server)
+        raise UnsupportedParam("prompt_logprobs", _name(backend), why)
     return entries
 
 

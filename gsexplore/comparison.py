@@ -169,6 +169,8 @@ def compare(df: pd.DataFrame, by: str, metric: str | list[str] | None = None, ba
         return pd.DataFrame(columns=[by, *COLUMNS, *TAIL])
     out["p_adj"] = stats.holm(out["p_value"].to_numpy())
     notes = _power_notes(out, by, alpha, power)
+    if model == "mixed" and pairing != "none" and (out["n_strata"] < 5).any():
+        notes.append(msg("stats.mixed_few", k=int(out["n_strata"].min())))
     strata = {(r[by], r["metric"]): r.pop("_strata") for r in records}
     out = Comparison(out[[by, *COLUMNS, *TAIL]].reset_index(drop=True))
     out.attrs = {"alpha": alpha, "by": by, "baseline": base, "notes": notes, "strata": strata,

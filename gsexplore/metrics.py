@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .metric_specs import MEASURES, METRICS, Metric
+from .metric_specs import MEASURES, METRICS
 from .stats import metric_kind
 
 __all__ = ["METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",

@@ -127,6 +127,17 @@ def test_a_server_without_prompt_logprobs_gets_a_clear_error():
     assert seen[0]["prompt_logprobs"] == 20  # it was asked, and ignored
 
 
+def test_a_server_that_refuses_prompt_logprobs_gets_the_same_error():
+    def openai_like(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": "Unrecognized request argument supplied: "
+                                                              "prompt_logprobs", "type": "invalid_request_error"}})
+
+    b = RemoteBackend("http://openai-like.test/v1", api_key="k", transport=httpx.MockTransport(openai_like))
+    with pytest.raises(UnsupportedParam, match="prompt_logprobs") as e:
+        gs.agreement(b, b, "hola")
+    assert e.value.param == "prompt_logprobs"
+
+
 # --- does a sweep's conclusion transfer?
 
 

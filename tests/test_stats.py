@@ -151,6 +151,8 @@ def test_two_prompts_six_repeats_show_a_large_effect_and_say_what_for():
     assert list(breakdown["prompt_id"]) == ["p0", "p1"] and (breakdown["diff"] > 0.6).all()
     mixed = df.gs.compare(by="temperature", metric="y", baseline=0.0, model="mixed").iloc[0]
     assert mixed["inference"] == "prompts like these" and mixed["test"].startswith("mixedlm")
+    assert any("2 estratos" in n or "2 strata" in n
+               for n in df.gs.compare(by="temperature", metric="y", baseline=0.0, model="mixed").attrs["notes"])
 
 
 def test_the_old_prompt_means_design_could_not_see_it():

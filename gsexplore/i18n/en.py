@@ -16,6 +16,9 @@ MESSAGES: dict[str, str] = {
     "stats.underpowered": ("{by}={level} vs {baseline}, {metric}: diff {diff} is not significant at n={n} "
                            "(p_adj={p}); about {per} repeats per setting in each of the {strata} strata "
                            "({total} per setting) would detect it with {power} power."),
+    "stats.mixed_few": ("model='mixed' with {k} strata: the variance between prompts can hardly be estimated "
+                        "and p comes out too optimistic; a claim about \"prompts like these\" needs more prompts "
+                        "(5 or more)."),
     "agreement.no_prompt_logprobs": ("{backend} returned no prompt_logprobs: it cannot score a given text "
                                      "(teacher forcing). Use a backend that returns them (LocalBackend, vLLM, "
                                      "gsexplore serve); llama-server and OpenAI do not offer them."),

@@ -16,6 +16,9 @@ MESSAGES: dict[str, str] = {
     "stats.underpowered": ("{by}={level} contra {baseline}, {metric}: la diferencia {diff} no es significativa "
                            "con n={n} (p_adj={p}); con unas {per} repeticiones por valor en cada uno de los "
                            "{strata} estratos ({total} por valor) se detectaría con {power} de potencia."),
+    "stats.mixed_few": ("model='mixed' con {k} estratos: la varianza entre prompts casi no se puede estimar y "
+                        "p sale demasiado optimista; para hablar de «prompts como estos» hacen falta más prompts "
+                        "(5 o más)."),
     "agreement.no_prompt_logprobs": ("{backend} no devolvió prompt_logprobs: no puede puntuar un texto dado "
                                      "(teacher forcing). Usá un backend que los devuelva (LocalBackend, vLLM, "
                                      "gsexplore serve); llama-server y OpenAI no los ofrecen."),
