@@ -10,9 +10,12 @@ exact_match,          tables, common odds ratio (``effect``); the       interval
 is_error, ...)        mean within-stratum difference with a             Cohen's h
                       stratified bootstrap interval
 mean (n_words,        stratified permutation test (labels shuffled      Mann-Whitney U; BCa bootstrap
-distinct_2,           within each stratum); mean within-stratum         interval; Cohen's d
-latency_s, ...)       difference, stratified bootstrap interval;
+latency_s, ...)       within each stratum); mean within-stratum         interval; Cohen's d
+                      difference, stratified bootstrap interval;
                       Cohen's d on the within-stratum SD
+group (distinct_2,    the outputs shuffled between the settings         (one value per cell)
+pairwise_similarity)  within each stratum and the metric recomputed
+                      on each side; stratified bootstrap of outputs
 ``model="mixed"``     MixedLM with a random intercept and slope per stratum: "prompts like these"
 ====================  ==================================================================================
 
@@ -43,8 +46,8 @@ import pandas as pd
 from . import stats
 from .i18n import msg
 from .metric_specs import METRICS
-from .metrics import add_metrics, default_metrics, metric_kind, varied_params
-from .stratified import stratified_test
+from .metrics import GROUP_TEXT_METRICS, add_metrics, default_metrics, metric_kind, varied_params
+from .stratified import stratified_set_test, stratified_test
 
 __all__ = ["compare", "significant", "Comparison", "UnderpoweredWarning", "COLUMNS"]
 
@@ -151,7 +154,12 @@ def compare(df: pd.DataFrame, by: str, metric: str | list[str] | None = None, ba
     records = []
     for m in metrics:
         data = work
-        if m in METRICS and METRICS[m].level == "group" and "cell_id" in work.columns:
+        by_outputs = (m in GROUP_TEXT_METRICS and "content" in work.columns and pairing != "none"
+                      and model == "strata")
+        if by_outputs:  # the group metric is recomputed on shuffled outputs: every repeat counts
+            ok = work["content"].notna() & (work["error_type"].isna() if "error_type" in work.columns else True)
+            data = work[ok]
+        elif m in METRICS and METRICS[m].level == "group" and "cell_id" in work.columns:
             data = work.drop_duplicates("cell_id")
         data = data.assign(**{m: pd.to_numeric(data[m].astype("object"), errors="coerce").astype("float64")})
         kind = metric_kind(m, df[m] if m in df.columns else data[m])
@@ -163,7 +171,8 @@ def compare(df: pd.DataFrame, by: str, metric: str | list[str] | None = None, ba
                 continue
             b = data[data["_level"] == lv]
             records.append({by: lv, "baseline": base, "metric": m, "_kind": kind,
-                            **_one(a, b, m, kind, pairing, model, seed, strata_cols)})
+                            **_one(a, b, m, kind, pairing, model, seed, strata_cols,
+                                   GROUP_TEXT_METRICS[m] if by_outputs else None)})
     out = pd.DataFrame.from_records(records)
     if out.empty:
         return pd.DataFrame(columns=[by, *COLUMNS, *TAIL])
@@ -182,7 +191,7 @@ def compare(df: pd.DataFrame, by: str, metric: str | list[str] | None = None, ba
 
 
 def _one(a: pd.DataFrame, b: pd.DataFrame, m: str, kind: str, pairing: str, model: str, seed: int,
-         strata_cols: list[str]) -> dict[str, Any]:
+         strata_cols: list[str], set_statistic: Any = None) -> dict[str, Any]:
     """One level against the baseline: the row of the table (and its per-stratum breakdown)."""
     if pairing == "none":
         r = stats.unpaired_test(a[m].dropna().to_numpy(), b[m].dropna().to_numpy(), kind,  # type: ignore[arg-type]
@@ -191,8 +200,12 @@ def _one(a: pd.DataFrame, b: pd.DataFrame, m: str, kind: str, pairing: str, mode
                 "effect": r.effect, "test": r.test, "p_value": r.p_value, "pairing": "",
                 "inference": "these runs", "n_strata": 1, "effect_name": r.effect_name,
                 "_power_effect": r.power_effect, "_strata": None}
-    s = stratified_test(a[m].to_numpy(), b[m].to_numpy(), a["_stratum"].to_numpy(), b["_stratum"].to_numpy(),
-                        kind, model=model, seed=seed)  # type: ignore[arg-type]
+    if set_statistic is not None:
+        s = stratified_set_test(a["content"].tolist(), b["content"].tolist(), a["_stratum"].to_numpy(),
+                                b["_stratum"].to_numpy(), set_statistic, seed=seed)
+    else:
+        s = stratified_test(a[m].to_numpy(), b[m].to_numpy(), a["_stratum"].to_numpy(), b["_stratum"].to_numpy(),
+                            kind, model=model, seed=seed)  # type: ignore[arg-type]
     breakdown = s.strata
     if not breakdown.empty and strata_cols:
         parts = breakdown["stratum"].str.split("\x1f", expand=True)

@@ -43,7 +43,7 @@ import pandas as pd
 from .metric_specs import MEASURES, METRICS
 from .stats import metric_kind
 
-__all__ = ["METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
+__all__ = ["METRICS", "GROUP_TEXT_METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
            "distinct_n", "pairwise_similarity", "row_metrics", "group_metrics", "add_metrics",
            "mean_ci", "metric_kind", "metric_values", "summarize", "varied_params", "with_metric"]
 
@@ -141,6 +141,14 @@ def pairwise_similarity(texts: Sequence[str | None]) -> float:
     if not pairs:
         return float("nan")
     return float(np.mean([jaccard(a, b) for a, b in pairs]))
+
+
+#: The group metrics that are a function of a group's texts: what a permutation test recomputes.
+GROUP_TEXT_METRICS: dict[str, Any] = {
+    "distinct_1": lambda texts: distinct_n(texts, 1),
+    "distinct_2": lambda texts: distinct_n(texts, 2),
+    "pairwise_similarity": pairwise_similarity,
+}
 
 
 # --------------------------------------------------------------------------

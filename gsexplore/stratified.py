@@ -31,12 +31,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["StratifiedResult", "stratified_test", "INFERENCE", "N_PERMUTATIONS"]
+__all__ = ["StratifiedResult", "stratified_test", "stratified_set_test", "INFERENCE", "N_PERMUTATIONS"]
 
 #: Resamples of the permutation test (p can go down to 1/10000).
 N_PERMUTATIONS = 9999
@@ -209,3 +209,76 @@ def stratified_test(a: Sequence[float], b: Sequence[float], strata_a: Sequence[A
         p = _permutation_p(groups, rng, n_resamples)
     return StratifiedResult(n_a, n_b, len(groups), diff, lo, hi, power_effect, "cohen_d",
                             "permutation (within strata)", p, INFERENCE[model], power_effect, _breakdown(groups, kind))
+
+
+def stratified_set_test(a: Sequence[Any], b: Sequence[Any], strata_a: Sequence[Any], strata_b: Sequence[Any],
+                        statistic: Callable[[list[Any]], float], *, seed: int = 0, confidence: float = 0.95,
+                        n_resamples: int = 1999) -> StratifiedResult:
+    """b against a for a statistic of a whole set of outputs (distinct-2 of a cell's texts), within strata.
+
+    The outputs themselves are shuffled between the settings within each stratum
+    and the statistic recomputed (a permutation test that uses every repeat, where
+    a per-cell value would leave one number per setting and prompt). The interval is
+    a delete-one jackknife (normal) over the outputs of each stratum and setting: a
+    bootstrap would repeat outputs, and repeats lower distinct-n by themselves.
+    ``effect`` is the observed difference in units of the permutation
+    distribution's SD (a z-like size).
+    """
+    fa = pd.DataFrame({"s": list(strata_a), "v": list(a)})
+    fb = pd.DataFrame({"s": list(strata_b), "v": list(b)})
+    ga = {k: list(g["v"]) for k, g in fa.groupby("s", sort=True)}
+    gb = {k: list(g["v"]) for k, g in fb.groupby("s", sort=True)}
+    groups = [(k, ga[k], gb[k]) for k in ga if k in gb]
+    nan = float("nan")
+    if not groups:
+        return StratifiedResult(0, 0, 0, nan, nan, nan, nan, "", "none (no stratum has both settings)", nan,
+                                INFERENCE["strata"], nan, pd.DataFrame())
+    rng = np.random.default_rng(seed)
+
+    def combined(pairs: list[tuple[list[Any], list[Any]]]) -> float:
+        return float(np.mean([statistic(y) - statistic(x) for x, y in pairs]))
+
+    observed = combined([(x, y) for _, x, y in groups])
+    null = np.empty(n_resamples)
+    for r in range(n_resamples):
+        pairs = []
+        for _, x, y in groups:
+            pool = x + y
+            idx = rng.permutation(len(pool))
+            pairs.append(([pool[i] for i in idx[:len(x)]], [pool[i] for i in idx[len(x):]]))
+        null[r] = combined(pairs)
+    tol = 1e-12 * max(1.0, abs(observed))
+    p = float((1 + np.sum(np.abs(null) >= abs(observed) - tol)) / (n_resamples + 1))
+    lo, hi = _jackknife_ci(groups, combined, observed, confidence)
+    sd = float(null.std())
+    z = observed / sd if sd > 0 else (0.0 if observed == 0 else math.copysign(math.inf, observed))
+    breakdown = pd.DataFrame([{"stratum": k, "n_a": len(x), "n_b": len(y), "mean_a": statistic(x),
+                               "mean_b": statistic(y), "diff": statistic(y) - statistic(x)} for k, x, y in groups])
+    return StratifiedResult(sum(len(g[1]) for g in groups), sum(len(g[2]) for g in groups), len(groups), observed,
+                            lo, hi, z, "z_permutation",
+                            "permutation of outputs (within strata)", p, INFERENCE["strata"], nan, breakdown)
+
+
+def _jackknife_ci(groups: list[tuple[Any, list[Any], list[Any]]],
+                  combined: Callable[[list[tuple[list[Any], list[Any]]]], float], observed: float,
+                  confidence: float) -> tuple[float, float]:
+    """Normal interval from the delete-one jackknife variance; the strata and settings are independent parts."""
+    from scipy.stats import norm
+
+    var = 0.0
+    for j, (_, x, y) in enumerate(groups):
+        for side in (0, 1):
+            items = (x, y)[side]
+            n = len(items)
+            if n < 2:
+                return float("nan"), float("nan")
+            reps = []
+            for i in range(n):
+                rest = items[:i] + items[i + 1:]
+                pairs = [(gx, gy) for _, gx, gy in groups]
+                pairs[j] = (rest, y) if side == 0 else (x, rest)
+                reps.append(combined(pairs))
+            r = np.asarray(reps)
+            var += (n - 1) / n * float(((r - r.mean()) ** 2).sum())
+    half = float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(var)
+    return observed - half, observed + half

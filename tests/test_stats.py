@@ -245,3 +245,31 @@ def test_compare_errors_are_clear():
         df.gs.compare(by="top_k", metric="n_words", baseline=7)
     with pytest.raises(KeyError, match="unknown metric"):
         df.gs.compare(by="top_k", metric="nope")
+
+
+def test_a_group_metric_is_tested_on_every_output():
+    # distinct_2 has one value per cell; the test shuffles the outputs between the settings instead
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(200)]
+    rows = []
+    for p in range(2):
+        for r in range(6):
+            for t in (0.0, 1.5):
+                text = "el gato duerme en la casa" if t == 0.0 else " ".join(rng.choice(vocab, 6))
+                rows.append({"backend": "local", "model": "m", "prompt_id": f"p{p}", "cell_id": f"{t}-{p}",
+                             "repeat": r, "choice": 0, "temperature": t, "content": text})
+    df = frame(rows)
+    df.attrs["varied"] = ["temperature"]
+    r = df.gs.compare(by="temperature", metric="distinct_2", baseline=0.0).iloc[0]
+    assert r["test"] == "permutation of outputs (within strata)" and r["n"] == 12 and r["n_strata"] == 2
+    assert r["diff"] == pytest.approx(1 - 1 / 6) and r["p_value"] < 0.01 and r["ci_low"] <= r["diff"] <= r["ci_high"]
+
+
+def test_the_issue_case_on_the_demo_model(demo_backend):
+    # 2 prompts x 6 repeats at temperature 0 and 1.5 (issue 24): the prompt-means test gave p = 0.5
+    df = gs.sweep(demo_backend, ["Contame un cuento corto sobre un gato.", "Describí el mar en pocas palabras."],
+                  grid={"temperature": [0.0, 1.5]}, repeats=6, base=gs.Params(max_tokens=24), progress=False)
+    out = df.gs.compare(by="temperature", metric=["distinct_2", "n_words"], baseline=0.0)
+    d2 = out[out.metric == "distinct_2"].iloc[0]
+    assert d2["n"] == 12 and d2["n_strata"] == 2 and d2["inference"] == "these prompts"
+    assert d2["diff"] > 0.3 and d2["p_value"] < 0.01
