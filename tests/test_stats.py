@@ -273,3 +273,13 @@ def test_the_issue_case_on_the_demo_model(demo_backend):
     d2 = out[out.metric == "distinct_2"].iloc[0]
     assert d2["n"] == 12 and d2["n_strata"] == 2 and d2["inference"] == "these prompts"
     assert d2["diff"] > 0.3 and d2["p_value"] < 0.01
+
+
+def test_the_array_floor_imports_no_dataframe_verbs():
+    import ast
+    from pathlib import Path
+
+    for name in ("stats.py", "stratified.py", "metric_specs.py"):
+        tree = ast.parse((Path(gs.__file__).parent / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+        assert not imported & {"metrics", "comparison", "accessor", "plots", "agreement"}, name
