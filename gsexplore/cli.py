@@ -4,7 +4,7 @@
     gsexplore serve --model demo                     # a GradienteSur-compatible server on 127.0.0.1:8000
     gsexplore chat "Hola, ¿cómo estás?" --temperature 0.7
     gsexplore chat --remote                          # the GradienteSur API ($GS_API_KEY)
-    gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB]
+    gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB] | build tiny-qwen3 [--quant Q8_0]
     gsexplore sweep CONFIG.yaml [--to-batch requests.jsonl | --from-batch results.jsonl]
     gsexplore batch run -i requests.jsonl -o results.jsonl --model demo   # vLLM's run-batch, locally
 
@@ -269,6 +269,22 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.model != models.TINY_QWEN3_NAME and models.ALIASES.get(args.model) != models.TINY_QWEN3_NAME:
+        _err(f"only tiny-qwen3 is built here, not {args.model!r}; quantize any GGUF in Python with "
+             "gsexplore.models.quantize(src, dst, kind)")
+        return 2
+    try:
+        path = models.tiny_qwen3(quant=args.quant)
+    except ValueError as e:
+        _err(str(e))
+        return 2
+    _out(f"tiny-qwen3{'' if args.quant is None else ' ' + args.quant.upper()}: {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------
 # sweep (written in gsexplore/sweep_cli.py; imported only when used)
 
@@ -389,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("model", nargs="?", help="'demo', 'tiny-qwen3' or a Hugging Face repo id")
     fp.add_argument("--filename", help="glob selecting the GGUF in the repo (e.g. '*Q4_K_M.gguf')")
     fp.set_defaults(func=cmd_models_fetch)
+    bp = msub.add_parser("build", help="build tiny-qwen3, optionally quantized by llama.cpp (--quant Q8_0)")
+    bp.add_argument("model", help="'tiny-qwen3'")
+    bp.add_argument("--quant", help="a llama.cpp type such as Q8_0 or Q4_0 (default: f16)")
+    bp.set_defaults(func=cmd_models_build)
     mp.set_defaults(func=lambda a: (mp.print_help(), 0)[1])
 
     # doctor
