@@ -17,7 +17,7 @@ from gsexplore.agreement import position_divergence
 from gsexplore.backends.local import LocalBackend
 from gsexplore.backends.remote import RemoteBackend
 from gsexplore.errors import UnsupportedParam
-from gsexplore.server import ServerThread, create_app
+from gsexplore.serve import ServerThread, create_app
 
 TEXTS = ["El cielo es azul porque la atmósfera dispersa más la luz de onda corta.",
          [{"role": "system", "content": "Respondé en una línea."},
