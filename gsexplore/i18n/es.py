@@ -14,4 +14,27 @@ MESSAGES: dict[str, str] = {
     # --- statistics and comparisons ------------------------------------------------------------
     # --- panels --------------------------------------------------------------------------------
     # --- classroom -----------------------------------------------------------------------------
+    "class.title": "La clase",
+    "class.col.student": "Alumno",
+    "class.col.waiting": "Esperando",
+    "class.col.running": "Generando",
+    "class.col.finished": "Terminadas",
+    "class.col.tokens": "Tokens",
+    "class.col.last_latency_s": "Última latencia (s)",
+    "class.col.last_ttft_s": "Primer token (s)",
+    "class.col.errors": "Errores",
+    "class.totals": "Toda la clase ({students} alumnos)",
+    "class.empty": "Todavía nadie envió una petición.",
+    "class.plot.empty": "Cuando lleguen respuestas, acá vas a ver qué probó la clase.",
+    "class.plot.title": "Qué probó la clase ({x}) y qué volvió ({metric})",
+    "class.plot.x": "Parámetro:",
+    "class.plot.metric": "Métrica:",
+    "class.updated": "Actualizado a las",
+    "class.offline": "No se puede conectar con el servidor; reintentando.",
+    "class.loading": "Cargando…",
+    "class.key_prompt": "Pegá la clave de docente (--admin-key-file):",
+    "class.key_button": "Entrar",
+    "class.panel.error": "El servidor respondió {status}: {message}",
+    "class.panel.unreachable": "No se puede conectar con {url}: {error}",
+    "class.panel.stopped": "Actualización detenida.",
 }
