@@ -106,13 +106,14 @@ class ClassBoard:
         return {"students": rows, "totals": totals, "started": self.started}
 
     def tried(self) -> list[str]:
-        """The numeric parameters the recent answers set, the most varied first."""
+        """The numeric parameters the recent answers set, the most varied first (then in `Params` order)."""
         seen: dict[str, set[Any]] = {}
         for r in self.recent:
             for k in r:
                 if k in Params.model_fields and k != "user":
                     seen.setdefault(k, set()).add(r[k])
-        return sorted(seen, key=lambda k: (-len(seen[k]), k))
+        order = {n: i for i, n in enumerate(Params.names())}  # ties: sampling parameters first
+        return sorted(seen, key=lambda k: (-len(seen[k]), order[k]))
 
     def points(self, x: str, metric: str) -> list[dict[str, Any]]:
         """The recent answers as ``{student, x, y}``: parameter ``x`` against ``metric`` (see `PLOT_METRICS`)."""

@@ -125,7 +125,7 @@ class ClassView:
         points = board.points(x, metric) if x else []
         snap = board.snapshot()
         svg = await asyncio.get_running_loop().run_in_executor(None, plot_svg, points, x, metric, lang)
-        return JSONResponse({**snap, "x": x, "metric": metric, "tried": tried, "points": points,
+        return JSONResponse({**snap, "x": x, "metric": metric, "tried": tried, "metrics": list(PLOT_METRICS), "points": points,
                              "html": table_html(snap, lang), "svg": svg},
                             headers={"Cache-Control": "no-store"})
 
