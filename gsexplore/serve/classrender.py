@@ -23,7 +23,7 @@ def _fmt(v: Any, lang: str, digits: int = 2) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return number(round(v, digits), lang)
+        return number(v, lang, digits=digits)
     return number(v, lang)
 
 
@@ -80,6 +80,7 @@ def plot_svg(points: list[dict[str, Any]], x: str | None, metric: str, lang: str
         ax.spines[side].set_visible(False)
     fig.tight_layout()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text: readable, searchable, smaller
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
     return svg[svg.find("<svg"):]  # no XML prolog: it goes inside an HTML page

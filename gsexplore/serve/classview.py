@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -37,7 +38,7 @@ body{font-family:system-ui,sans-serif;margin:1.2rem 2rem;color:#222;max-width:12
 h1{font-size:1.4rem;margin:.2rem 0 .8rem} .status{color:#666;font-size:.85rem}
 table.gs-class{border-collapse:collapse;font-size:.9rem;margin:.6rem 0;min-width:60%}
 .gs-class th,.gs-class td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:right}
-.gs-class th[scope=row]{text-align:left} .gs-class thead th{background:#f4f4f4}
+.gs-class th[scope=row],.gs-class thead th:first-child{text-align:left} .gs-class thead th{background:#f4f4f4}
 .gs-class tr.busy th[scope=row]{color:#b35c00} .gs-class tfoot th,.gs-class tfoot td{font-weight:600}
 .controls{margin:.6rem 0} .error{color:#b00020;font-weight:600} #login{margin:1rem 0}
 .layout{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}
@@ -134,13 +135,14 @@ class ClassView:
         def t(key: str, **kw: Any) -> str:
             return html.escape(msg(key, lang, **kw))
 
-        options = "".join(f"<option value='{m}'>{html.escape(metric_label(m, lang))}</option>" for m in PLOT_METRICS)
+        options = "".join(f"<option value='{m}'>{html.escape(metric_label(m, lang))}</option>"
+                          for m in PLOT_METRICS)
         texts = json.dumps({"updated": msg("class.updated", lang), "offline": msg("class.offline", lang)})
         other = "en" if lang == "es" else "es"
         return f"""<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><title>{t("class.title")}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
-<body><h1>{t("class.title")} · {html.escape(", ".join(self.server.names))}</h1>
+<body><h1>{t("class.title")} · {html.escape(Path(self.server.names[0]).name)}</h1>
 <div class="status"><span id="status">{t("class.loading")}</span> ·
 <a href="/class?lang={other}">{"English" if other == "en" else "Español"}</a></div>
 <div id="login" hidden><label for="key">{t("class.key_prompt")}</label>
