@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import Backend
-from ..backends.capabilities import Tokenizer
+from ..backends.capabilities import EngineStats, Tokenizer
 from ..wire import error_body
 from .admission import Admission
 from .errors import Reject, reject_for, require
@@ -224,10 +224,11 @@ class Server:
         return JSONResponse({"prompt": require(self.first, Tokenizer, "detokenize").detokenize(req.tokens)})
 
     async def health(self) -> dict[str, Any]:
-        """GET /health: served names, instances, slots, and requests admitted and not finished."""
+        """GET /health: served names, instances, slots, requests admitted and not finished, engines' counters."""
         a = self.admission
+        engines = [b.engine_stats() for b in a.backends if isinstance(b, EngineStats)]
         return {"status": "ok", "models": self.names, "instances": len(a.backends), "slots": a.size,
-                "pending": a.pending, "running": a.running, "waiting": a.waiting}
+                "pending": a.pending, "running": a.running, "waiting": a.waiting, "engines": engines}
 
     async def version(self) -> dict[str, Any]:
         """GET /version."""
