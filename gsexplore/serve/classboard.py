@@ -115,11 +115,12 @@ class ClassBoard:
         order = {n: i for i, n in enumerate(Params.names())}  # ties: sampling parameters first
         return sorted(seen, key=lambda k: (-len(seen[k]), order[k]))
 
-    def points(self, x: str, metric: str) -> list[dict[str, Any]]:
-        """The recent answers as ``{student, x, y}``: parameter ``x`` against ``metric`` (see `PLOT_METRICS`)."""
+    def points(self, x: str, metric: str, recent: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The recent answers (or ``recent``, a copy taken on the event loop: this may then run in a worker
+        thread) as ``{student, x, y}``: parameter ``x`` against ``metric`` (see `PLOT_METRICS`)."""
         if metric not in PLOT_METRICS:
             raise ValueError(f"metric must be one of {', '.join(PLOT_METRICS)}, not {metric!r}")
-        rows = [r for r in self.recent if _num(r.get(x)) is not None]
+        rows = [r for r in (self.recent if recent is None else recent) if _num(r.get(x)) is not None]
         if not rows:
             return []
         import pandas as pd

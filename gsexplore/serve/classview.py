@@ -123,9 +123,13 @@ class ClassView:
         x = request.query_params.get("x") or (tried[0] if tried else None)
         if x is not None and x not in tried:
             x = tried[0] if tried else None
-        points = board.points(x, metric) if x else []
-        snap = board.snapshot()
-        svg = await asyncio.get_running_loop().run_in_executor(None, plot_svg, points, x, metric, lang)
+        snap, recent = board.snapshot(), list(board.recent)  # copied here, drawn in a worker thread
+
+        def draw() -> tuple[list[dict[str, Any]], str]:
+            points = board.points(x, metric, recent) if x else []
+            return points, plot_svg(points, x, metric, lang)
+
+        points, svg = await asyncio.get_running_loop().run_in_executor(None, draw)
         return JSONResponse({**snap, "x": x, "metric": metric, "tried": tried, "metrics": list(PLOT_METRICS), "points": points,
                              "html": table_html(snap, lang), "svg": svg},
                             headers={"Cache-Control": "no-store"})

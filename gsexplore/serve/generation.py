@@ -55,6 +55,7 @@ class Generation:
         try:
             ticket = self.admission.admit()
         except BaseException:
+            visit.refused()
             visit.close()
             raise
         if job.stream:

@@ -79,6 +79,11 @@ class Visit:
         if room.record is not None:
             await room.record.append(room.record.rows(self.who, c, self.messages))
 
+    def refused(self) -> None:
+        """The server refused it after the student's limits let it in (its own queue is full): an error."""
+        self.room.board.error(self.who)
+        self.room.metrics.student_error(self.who)
+
     async def failed(self, r: Reject, params: Any) -> None:
         """Generation failed after admission: count the error and record it."""
         room = self.room
