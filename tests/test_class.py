@@ -100,10 +100,13 @@ def test_user_is_the_sender_without_keys(tiny_backend, tmp_path):
     with ServerThread(create_app([tiny_backend], class_store=store)) as srv:
         assert chat(srv, None, "de carla", user="carla").status_code == 200
         assert chat(srv, None, "sin nombre").status_code == 200
+        # the field goes on the wire from Params: a RemoteBackend names its sender the same way
+        gs.RemoteBackend(srv.url).chat("de dora", user="dora", max_tokens=2,
+                                       chat_template_kwargs={"enable_thinking": False})
         data = httpx.get(f"{srv.base}/class/data", timeout=30).json()  # no keys at all: a lab on loopback
     df = gs.load(store)
-    assert dict(zip(df["prompt"], df["student"])) == {"de carla": "carla", "sin nombre": "anon"}
-    assert {s["student"] for s in data["students"]} == {"carla", "anon"}
+    assert dict(zip(df["prompt"], df["student"])) == {"de carla": "carla", "sin nombre": "anon", "de dora": "dora"}
+    assert {s["student"] for s in data["students"]} == {"carla", "anon", "dora"}
 
 
 # --- per-student limits -----------------------------------------------------------------
