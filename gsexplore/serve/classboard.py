@@ -16,6 +16,7 @@ from typing import Any
 
 from ..completion import Completion
 from ..params import Params
+from ..row import outcome
 
 __all__ = ["ClassBoard", "StudentState", "RECENT", "PLOT_METRICS"]
 
@@ -87,10 +88,10 @@ class ClassBoard:
         s.last_latency_s, s.last_ttft_s = latency_s, ttft_s
         tried = {k: v for k, v in c.params.to_row().items() if _num(v) is not None and k != "user"}
         for ch in c.choices:
-            entropy, _ = ch.token_stats
-            self.recent.append({"student": who, **tried, "content": ch.content,
-                                "completion_tokens": ch.usage.completion_tokens, "latency_s": latency_s,
-                                "tokens_per_s": ch.tokens_per_s, "mean_entropy": entropy})
+            o = outcome(ch)  # the row builder's columns: the plot measures what the class record stores
+            self.recent.append({"student": who, **tried, "content": o["content"],
+                                "completion_tokens": o["completion_tokens"], "latency_s": latency_s,
+                                "tokens_per_s": o["tokens_per_s"], "mean_entropy": o["mean_entropy"]})
 
     def error(self, who: str) -> None:
         """A request of ``who`` ended in an error (after admission, or refused by a limit)."""

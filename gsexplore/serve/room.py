@@ -43,6 +43,14 @@ class Room:
         self.board.admitted(who)
         return Visit(self, who, messages, t0)
 
+    async def record_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append to the class record; a failed write is logged, and the student still gets the answer."""
+        assert self.record is not None
+        try:
+            await self.record.append(rows)
+        except (OSError, ValueError) as e:
+            log.error("the class record %s could not be written: %s", self.record.path, e)
+
     def close(self) -> None:
         if self.record is not None:
             self.record.close()
@@ -77,7 +85,7 @@ class Visit:
         log.info("%s: %s prompt + %s completion tokens in %.2f s", self.who, u.prompt_tokens, u.completion_tokens,
                  latency)
         if room.record is not None:
-            await room.record.append(room.record.rows(self.who, c, self.messages))
+            await room.record_rows(room.record.rows(self.who, c, self.messages))
 
     def refused(self) -> None:
         """The server refused it after the student's limits let it in (its own queue is full): an error."""
@@ -92,7 +100,7 @@ class Visit:
         if room.record is not None:
             row = room.record.error_row(self.who, self.messages, params, r.status, r.message,
                                         time.perf_counter() - self.t0)
-            await room.record.append([row])
+            await room.record_rows([row])
 
     def close(self) -> None:
         """The request left: out of the board and of the student's running count (once)."""
