@@ -219,14 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from .params import Params
-    from .sweep import sweep
+    from .sweep_spec import SweepSpec
 
     try:
         cfg = load_config(args.config)
         lang = args.lang or cfg.get("lang", "en")
-        base = Params(**(cfg.get("base") or {}))
-        prompts = _prompts(cfg)
+        spec = SweepSpec.from_config(cfg, _prompts(cfg))
         backends = make_backends(cfg["backends"], cfg["_dir"])
     except (ConfigError, ParamsError, GSExploreError) as exc:
         print(f"gsexplore sweep: {exc}", file=sys.stderr)
@@ -241,15 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     level = sweep_log.level
     sweep_log.addHandler(handler)
     sweep_log.setLevel(logging.INFO)
-    samples = cfg.get("samples")  # {uniform: [lo, hi]} and lists mean what they mean in gs.sweep
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            df = sweep(backends, prompts, grid=cfg.get("grid"), zip=cfg.get("zip"), samples=samples,
-                       repeats=int(cfg.get("repeats", 1)), base=base, store=str(out / "results.parquet"),
-                       concurrency=int(cfg.get("concurrency", 8)), on_error=cfg.get("on_error", "record"),
-                       on_invalid=cfg.get("on_invalid", "raise"), progress=not args.no_progress,
-                       force=args.force, seed=int(cfg.get("seed", 0)), dry_run=args.dry_run)
+            df = spec.run(backends, store=str(out / "results.parquet"), progress=not args.no_progress,
+                          force=args.force, dry_run=args.dry_run)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except ParamsError as exc:

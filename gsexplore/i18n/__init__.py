@@ -50,3 +50,8 @@ def number(x: float | int, lang: str | None = None, digits: int | None = None) -
     if (lang or language()) == "es":
         s = s.replace(",", "\0").replace(".", ",").replace("\0", ".")
     return s
+
+
+from .explain import allowed_text, explain, explain_row  # noqa: E402 - it reads msg() defined above
+
+__all__ += ["allowed_text", "explain", "explain_row"]
