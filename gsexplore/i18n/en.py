@@ -236,7 +236,7 @@ MESSAGES: dict[str, str] = {
     'ui.stage.top_k': 'top_k',
     'ui.stage.top_p': 'top_p',
     'ui.nt_no_penalty': 'Without generated tokens, the repetition penalty cannot be computed here.',
-    'ui.nt_order': 'Order in which they apply: penalty → temperature → min_p → top_k → top_p.',
+    'ui.nt_order': "Distribution of the answer's first token. The knobs apply in vLLM's order: penalty → temperature → min_p → top_k → top_p.",
     'ui.nt_remote_top': ' (remote: only the {n} most likely tokens)',
     'ui.nt_alive': '{alive} of {total} tokens can be drawn · most likely: ',
     'ui.nt_title': 'Next-token distribution',

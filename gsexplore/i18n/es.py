@@ -236,7 +236,7 @@ MESSAGES: dict[str, str] = {
     'ui.stage.top_k': 'top_k',
     'ui.stage.top_p': 'top_p',
     'ui.nt_no_penalty': 'Sin historial de tokens generados, la penalización por repetición no se puede calcular aquí.',
-    'ui.nt_order': 'Orden en que se aplican: penalización → temperatura → min_p → top_k → top_p.',
+    'ui.nt_order': 'Distribución del primer token de la respuesta. Cada perilla se aplica en el orden de vLLM: penalización → temperatura → min_p → top_k → top_p.',
     'ui.nt_remote_top': ' (remoto: solo los {n} tokens más probables)',
     'ui.nt_alive': '{alive} de {total} tokens pueden salir · el más probable: ',
     'ui.nt_title': 'Distribución del próximo token',

@@ -30,8 +30,10 @@ def warning_html(message: str | None) -> str:
 CSS = """<style>
 .gs-panel-root, .gs-panel-root * { box-sizing: border-box; }
 .gs-panel-root { max-width: 100%; overflow-x: hidden; }
-.gs-param-row { flex-wrap: wrap !important; max-width: 100%; overflow: hidden; align-items: center; }
-.gs-param-name { overflow-wrap: anywhere; word-break: break-word; line-height: 1.2; }
+.gs-param-row { flex-wrap: nowrap !important; max-width: 100%; overflow: hidden; align-items: center; }
+.gs-param-row > * { min-width: 0; }
+.gs-param-name { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; display: block; line-height: 1.2; }
+.gs-param-row .widget-html-content { white-space: nowrap; }
 .gs-invalid input, .gs-invalid textarea, input.gs-invalid, textarea.gs-invalid {
   border: 2px solid #c62828 !important; color: #c62828 !important; background: #fff5f5 !important; }
 .gs-warn input { border: 2px solid #d89c00 !important; }
@@ -42,6 +44,8 @@ CSS = """<style>
 .gs-table-wrap { max-width: 100%; overflow-x: hidden; }
 .gs-table-wrap table { table-layout: fixed; width: 100%; }
 .gs-table-wrap td, .gs-table-wrap th { overflow-wrap: anywhere; vertical-align: top; }
+.gs-history-tab table.dataTable th, .gs-history-tab table.dataTable td { white-space: nowrap; }
+.gs-panel-root .widget-accordion { margin-bottom: 2px; }
 </style>"""
 
 

@@ -69,17 +69,32 @@ class BackendPanel(Panel):
         self.forms = W.Stack([remote_box, local_box], selected_index=0 if self.mode.value == "remote" else 1)
         self.connect_button = W.Button(description=msg("ui.connect", lang), button_style="primary", icon="plug")
         self.connect_button.add_class("gs-connect")
+        self.in_use = W.HTML("")
+        self.in_use.add_class("gs-backend-in-use")
+        # switching away from a working backend (a class server) is asked first
+        self.confirm_text = W.HTML("")
+        self.confirm_yes = W.Button(description=msg("ui.confirm_yes", lang), button_style="warning")
+        self.confirm_yes.add_class("gs-confirm-yes")
+        self.confirm_no = W.Button(description=msg("ui.confirm_no", lang))
+        self.confirm_no.add_class("gs-confirm-no")
+        self.confirm = W.VBox([self.confirm_text, W.HBox([self.confirm_yes, self.confirm_no])])
+        self.confirm.add_class("gs-backend-confirm")
+        self.confirm.layout.display = "none"
         self.status = W.HTML("")
         self.info = W.HTML("")
-        rows = [self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.info]
+        rows = [self.in_use, self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.confirm,
+                self.info]
         self.widget = panel_root("gs-backend-panel", rows, css=False)
 
         self.mode.observe(self._on_mode, "value")
         self.source.observe(lambda c: setattr(self.local_extra, "selected_index", _SOURCES.index(c["new"])),
                             "value")
         self.api_key.observe(self._take_key, "value")
-        self.connect_button.on_click(lambda _b: self.connect(wait=False))
-        self.observe(lambda c: self._show_info(), names="backend")
+        self.connect_button.on_click(lambda _b: self._click_connect())
+        self.confirm_yes.on_click(lambda _b: self._confirmed(True))
+        self.confirm_no.on_click(lambda _b: self._confirmed(False))
+        self._fill_form(backend)
+        self.observe(lambda c: (self._fill_form(c["new"]), self._show_info()), names="backend")
         self._on_mode({"new": self.mode.value})
         self._show_info()
 
@@ -134,6 +149,45 @@ class BackendPanel(Panel):
             return from_spec(self.path.value.strip(), **kw)
         return from_spec(self.repo.value.strip(), filename=self.filename.value.strip() or None, **kw)
 
+    def _click_connect(self) -> None:
+        """Connect: straight away without a backend; with one, ask first (it may be the class server)."""
+        if self.backend is None:
+            self.connect(wait=False)
+            return
+        self.confirm_text.value = esc(msg("ui.confirm_switch", self.lang, current=_describe(self.backend),
+                                          new=self._form_target()))
+        self.confirm.layout.display = ""
+
+    def _confirmed(self, yes: bool) -> None:
+        self.confirm.layout.display = "none"
+        if yes:
+            self.connect(wait=False)
+
+    def _form_target(self) -> str:
+        """What the form would connect to, in words."""
+        if self.mode.value == "remote":
+            return f"{self.url.value.strip() or DEFAULT_BASE_URL} ({self.model.value.strip() or DEFAULT_MODEL})"
+        src = self.source.value
+        return {"path": self.path.value.strip(), "hf": self.repo.value.strip()}.get(src, src)
+
+    def _fill_form(self, b: Backend | None) -> None:
+        """The form shows the backend in use, so Connect without edits reconnects the same one."""
+        if b is None:
+            return
+        if b.remote:
+            self.url.value = str(getattr(b, "base_url", "") or DEFAULT_BASE_URL)
+            self.model.value = str(getattr(b, "model", "") or DEFAULT_MODEL)
+            spelling = getattr(b, "guided_spelling", "guided")
+            if spelling in ("guided", "structured_outputs"):
+                self.spelling.value = spelling
+            return
+        source = str(getattr(b, "source", "") or "")
+        if source in ("demo", "tiny-qwen3"):
+            self.source.value = source
+        elif getattr(b, "path", None) is not None:
+            self.source.value = "path"
+            self.path.value = str(b.path)
+
     def _explain(self, e: BaseException) -> str:
         from ..errors import ModelNotFoundError
 
@@ -160,6 +214,8 @@ class BackendPanel(Panel):
 
     def _show_info(self) -> None:
         b = self.backend
+        self.in_use.value = (f'<b>{esc(msg("ui.in_use", self.lang, backend=_describe(b)))}</b>' if b is not None
+                             else f'<i>{esc(msg("ui.in_use_none", self.lang))}</i>')
         if b is None:
             self.info.value = ""
             return
@@ -187,3 +243,10 @@ def _backend_attr(b: Backend | None, name: str, default: int) -> int:
 
 def _is_remote(b: Backend | None) -> bool:
     return b is not None and b.remote
+
+
+def _describe(b: Backend) -> str:
+    """A backend in a few words: 'remote http://host/v1 (model)' or 'local demo (file.gguf)'."""
+    if b.remote:
+        return f"{b.name} {getattr(b, 'base_url', '')} ({b.model})"
+    return f"{b.name} {getattr(b, 'source', '') or ''} ({b.model})".replace("  ", " ")

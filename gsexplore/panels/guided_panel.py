@@ -16,7 +16,7 @@ import traitlets
 from ..completion import Completion
 from ..errors import GSExploreError, ParamsError
 from ..params import GUIDED_KINDS, Params
-from ._util import Panel, data_files, error_html, esc, explain, msg, panel_root
+from ._util import Panel, data_files, error_html, esc, explain, msg, panel_root, start_thread
 from .params_panel import ParamsPanel
 
 __all__ = ["GuidedPanel", "KINDS", "check_text"]
@@ -50,6 +50,15 @@ def check_text(output: Completion | str, params: Params | None = None) -> tuple[
     return ok, str(getattr(res, "reason", "") or "")
 
 
+_warming: list[Any] = []
+
+
+def _warm_jsonschema() -> None:
+    """Import jsonschema (1.5-3 s here) once, in the background: the first check of an answer does not wait."""
+    if not _warming:
+        _warming.append(start_thread(lambda: __import__("jsonschema"), "gsexplore-import-jsonschema"))
+
+
 def _compile_check(params: Params) -> None:
     """Deeper checks than Params (a grammar that does not parse...), where gsexplore.guided offers them."""
     try:
@@ -75,6 +84,7 @@ class GuidedPanel(Panel):
     def __init__(self, params: Params | None = None, lang: str = "es") -> None:
         super().__init__(value={})
         self.lang = lang
+        _warm_jsonschema()
         self._loading = False
         self._error: str | None = None
         opts = [(msg("ui.none", lang), _NONE)] + [(msg(f"ui.guided.{k}", lang), k) for k in KINDS]

@@ -87,10 +87,18 @@ class NextTokenExplorer(Panel):
         note = msg("ui.nt_order", lang)
         if self.remote:
             note += msg("ui.nt_remote_top", lang, n=_REMOTE_TOP)
+        for w in (*self.sliders.values(), self.top_n):
+            w.layout = W.Layout(width="auto", min_width="0")
+        # knobs in two columns, plot beside the table: the whole explorer fits a 800 px high screen
+        knobs = W.GridBox([*self.sliders.values(), self.top_n],
+                          layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))",
+                                          grid_gap="0 12px", width="auto"))
+        self.image.layout = W.Layout(max_width="100%", flex="0 1 auto")
         self.widget = panel_root("gs-next-token", [
             self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
-            *self.sliders.values(), self.top_n, self.message, self.summary,
-            W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap"))])
+            knobs, self.message, self.summary,
+            W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap", align_items="flex-start",
+                                                            grid_gap="8px"))])
         self.stages: list[sampling.Stage] = []
         self.refresh()
 
@@ -234,7 +242,7 @@ class NextTokenExplorer(Panel):
 
         labels = [show_token(self.token(int(i))) for i in top]
         y = np.arange(len(top))[::-1]
-        fig = Figure(figsize=(6.0, 0.32 * len(top) + 1.2), layout="constrained")
+        fig = Figure(figsize=(4.6, 0.22 * len(top) + 0.9), layout="constrained")
         ax = fig.add_subplot()
         ax.barh(y + 0.2, raw[top], height=0.4, color="#b0bec5", label=msg("ui.original", self.lang))
         colors = ["#1976d2" if final[i] > 0 else "#ef9a9a" for i in top]

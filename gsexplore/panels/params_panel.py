@@ -121,10 +121,10 @@ class _Control:
             if spec.ui_min is not None and spec.ui_max is not None:
                 # no readout: the number box beside it is the readout, and takes values beyond the slider
                 self.slider = value_widget(spec, lang, description="", readout=False,
-                                           layout=W.Layout(width="auto", flex="1 1 90px", min_width="70px"))
+                                           layout=W.Layout(width="auto", flex="1 1 90px", min_width="40px"))
                 parts.append(self.slider)
             self.text = W.Text(value=_fmt_number(spec, _start_value(spec)), continuous_update=False,
-                               tooltip=help_text, layout=W.Layout(width="74px", flex="0 0 74px"))
+                               tooltip=help_text, layout=W.Layout(width="64px", flex="0 0 64px"))
             parts.append(self.text)
             self.input = self.text
         elif k == "bool":
@@ -160,10 +160,11 @@ class _Control:
             f'title="{esc(msg("ui.default", lang))}: {esc(full)}">({esc(short)})</span>',
             layout=W.Layout(margin="0 0 0 4px", flex="0 0 auto"))
         name_box = W.HBox([self.name_label] if self.is_bool else [self.set_box, self.name_label],
-                          layout=W.Layout(width="150px", flex="0 1 150px", min_width="90px", align_items="center"))
+                          layout=W.Layout(width="160px", flex="0 1 160px", min_width="90px", align_items="center"))
         tail = [] if self.is_bool else [self.default_label]
+        # label, control and default on one line: the controls shrink instead of wrapping
         self.row = W.HBox([name_box, *parts, *tail],
-                          layout=W.Layout(align_items="center", flex_flow="row wrap", width="auto"))
+                          layout=W.Layout(align_items="center", flex_flow="row nowrap", width="auto"))
         self.row.add_class("gs-param-row")
         self.row.add_class(f"gs-param-{spec.name}")
         self.message = W.HTML("", layout=W.Layout(margin="0 0 2px 0"))
@@ -329,8 +330,11 @@ class ParamsPanel(Panel):
                 self.controls[spec.name] = c
                 rows.append(c.box)
             sections.append(W.VBox(rows, layout=W.Layout(width="auto")))
-        self.accordion = W.Accordion(children=sections, titles=tuple(msg(f"ui.{g}", lang) for g in groups),
-                                     selected_index=0 if sections else None)
+        # one accordion per group: several can be open at once
+        self.sections = [W.Accordion([box], titles=(msg(f"ui.{g}", lang),), selected_index=0 if i == 0 else None,
+                                     layout=W.Layout(width="auto"))
+                         for i, (g, box) in enumerate(zip(groups, sections))]
+        self.accordion = W.VBox(self.sections, layout=W.Layout(width="auto"))
         self.message = W.HTML("")
         self.message.add_class("gs-params-error")
         self.widget = panel_root("gs-params-panel", [self.accordion, self.message], width="auto")
