@@ -52,6 +52,6 @@ def number(x: float | int, lang: str | None = None, digits: int | None = None) -
     return s
 
 
-from .explain import allowed_text, explain, explain_row  # noqa: E402 - it reads msg() defined above
+from .explain import allowed_text, explain, explain_first, explain_row, outcome_text  # noqa: E402 - uses msg()
 
-__all__ += ["allowed_text", "explain", "explain_row"]
+__all__ += ["allowed_text", "explain", "explain_first", "explain_row", "outcome_text"]

@@ -67,6 +67,7 @@ MESSAGES: dict[str, str] = {
     'params.not_in_panel': '{field!r} is not shown in this panel.',
     'params.below_minimum': '{field}: you wrote {typed}, but it must be a whole number ≥ {minimum}.',
     'params.as_shown': '{text}',
+    'params.max_tokens_room': 'max_tokens {typed}: does not fit this model: each request holds {n_ctx} tokens and the prompt takes {n_prompt}; use at most {room}.',
     # --- remote backend and server errors ------------------------------------------------------
     'errors.auth_401': 'Invalid key: the server refused the API key (HTTP 401). Check the key (or $GS_API_KEY).',
     'errors.auth_403': 'Access denied (HTTP 403): this key may not use this server or model.',
@@ -84,6 +85,8 @@ MESSAGES: dict[str, str] = {
     'errors.unsupported': 'This backend ({backend}) cannot use the parameter {param!r}.',
     'errors.cancelled': 'Cancelled.',
     'errors.other': 'Unexpected error ({type}); the details are in the log.',
+    'errors.param_refused': 'The backend refused {field}={typed} for this model (details in the error_message column).',
+    'errors.param_refused_any': 'The backend refused a parameter of the request (details in the error_message column).',
     # --- models and loading --------------------------------------------------------------------
     'models.not_found': 'Model not found: check the name, the GGUF file path or the repository.',
     'models.gated': "The model's repository asks you to accept its terms on huggingface.co and log in.",
@@ -93,8 +96,6 @@ MESSAGES: dict[str, str] = {
     'guided.valid_prefix': 'cut, but what was written is a valid prefix',
     'guided.check_unavailable': 'the constraint could not be checked',
     # --- sweeps: plan, progress, outcome -------------------------------------------------------
-    'sweep.plan': '{requests} requests = {settings} settings × {prompts} prompts × {backends} backend(s) × {repeats} repeats; up to {tokens} completion tokens',
-    'sweep.plan_in_store': '{in_store} already in {store}',
     'sweep.outcome_ok': '{ok} of {total} fine in {seconds} s',
     'sweep.outcome_failed': '{ok} of {total} fine, {failed} failed: {first}',
     'sweep.outcome_all_failed': 'None of the {total} requests succeeded: {first}',
@@ -103,6 +104,13 @@ MESSAGES: dict[str, str] = {
     'sweep.no_plot': 'No plot: no answer succeeded.',
     'sweep.left': '{eta} left',
     'sweep.underpowered': 'Note: with {n} repeats per cell the test has little power; a real difference may not show.',
+    'sweep.plan': 'sweep {sweep_id}: {requests} requests to run = {settings} settings x {prompts} prompts x {backends} backend(s) x {repeats} repeats; ~{prompt_tokens} prompt tokens, <= {completion_tokens} completion tokens',
+    'sweep.plan_in_store': ' ({in_store} of {total} already in the store)',
+    'sweep.tokens_unknown': '? (max_tokens not set)',
+    'sweep.interrupted_warning': 'sweep interrupted: {done} of {total} requests finished, {remaining} remain; {how}',
+    'sweep.resume_store': 'run the same sweep with store={store} again to resume',
+    'sweep.resume_hint': "pass store='results.parquet' to make a sweep resumable",
+    'sweep.all_failed': 'None of the {total} requests succeeded: {first} The rows are kept; with on_error="keep" the sweep returns them without raising.',
     # --- batch files ---------------------------------------------------------------------------
     # --- statistics and comparisons ------------------------------------------------------------
     # --- panels --------------------------------------------------------------------------------

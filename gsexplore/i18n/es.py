@@ -67,6 +67,7 @@ MESSAGES: dict[str, str] = {
     'params.not_in_panel': '«{field}» no está en este panel.',
     'params.below_minimum': '{field}: escribiste {typed}, pero tiene que ser un número entero ≥ {minimum}.',
     'params.as_shown': '{text}',
+    'params.max_tokens_room': 'max_tokens {typed}: no entra en este modelo: cada petición tiene {n_ctx} tokens y el prompt ocupa {n_prompt}; usá como mucho {room}.',
     # --- remote backend and server errors ------------------------------------------------------
     'errors.auth_401': 'Clave inválida: el servidor rechazó la clave de API (HTTP 401). Revisá la clave (o $GS_API_KEY).',
     'errors.auth_403': 'Acceso denegado (HTTP 403): esta clave no tiene permiso para usar este servidor o modelo.',
@@ -84,6 +85,8 @@ MESSAGES: dict[str, str] = {
     'errors.unsupported': 'Este backend ({backend}) no puede usar el parámetro «{param}».',
     'errors.cancelled': 'Cancelado.',
     'errors.other': 'Error inesperado ({type}); los detalles están en el registro.',
+    'errors.param_refused': 'El backend rechazó {field}={typed} para este modelo (el detalle en inglés está en la columna error_message).',
+    'errors.param_refused_any': 'El backend rechazó un parámetro de la petición (el detalle en inglés está en la columna error_message).',
     # --- models and loading --------------------------------------------------------------------
     'models.not_found': 'No se encontró el modelo: revisá el nombre, la ruta del archivo GGUF o el repositorio.',
     'models.gated': 'El repositorio del modelo pide aceptar sus términos en huggingface.co e iniciar sesión.',
@@ -93,8 +96,6 @@ MESSAGES: dict[str, str] = {
     'guided.valid_prefix': 'cortada, pero lo escrito hasta ahí es válido',
     'guided.check_unavailable': 'no se pudo comprobar la restricción',
     # --- sweeps: plan, progress, outcome -------------------------------------------------------
-    'sweep.plan': '{requests} peticiones = {settings} combinaciones × {prompts} prompts × {backends} backend(s) × {repeats} repeticiones; hasta {tokens} tokens generados',
-    'sweep.plan_in_store': '{in_store} ya están en {store}',
     'sweep.outcome_ok': '{ok} de {total} bien en {seconds} s',
     'sweep.outcome_failed': '{ok} de {total} bien, {failed} con error: {first}',
     'sweep.outcome_all_failed': 'Ninguna de las {total} peticiones salió bien: {first}',
@@ -103,6 +104,13 @@ MESSAGES: dict[str, str] = {
     'sweep.no_plot': 'Sin gráfico: ninguna respuesta salió bien.',
     'sweep.left': 'faltan {eta}',
     'sweep.underpowered': 'Nota: con {n} repeticiones por celda la prueba tiene poca potencia; una diferencia real puede no verse.',
+    'sweep.plan': 'barrido {sweep_id}: {requests} peticiones = {settings} combinaciones × {prompts} prompts × {backends} backend(s) × {repeats} repeticiones; ~{prompt_tokens} tokens de prompt, hasta {completion_tokens} tokens generados',
+    'sweep.plan_in_store': ' ({in_store} de {total} ya están guardadas)',
+    'sweep.tokens_unknown': '? (max_tokens sin fijar)',
+    'sweep.interrupted_warning': 'Barrido interrumpido: {done} de {total} peticiones terminadas, faltan {remaining}; {how}',
+    'sweep.resume_store': 'corré el mismo barrido con store={store} para retomarlo',
+    'sweep.resume_hint': "pasá store='results.parquet' para poder retomar un barrido",
+    'sweep.all_failed': 'Ninguna de las {total} peticiones salió bien: {first} Las filas quedaron guardadas; con on_error="keep" el barrido las devuelve sin error.',
     # --- batch files ---------------------------------------------------------------------------
     # --- statistics and comparisons ------------------------------------------------------------
     # --- panels --------------------------------------------------------------------------------

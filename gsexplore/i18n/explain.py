@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import language, msg
+from . import language, msg, number
 
-__all__ = ["explain", "explain_row", "allowed_text"]
+__all__ = ["allowed_text", "explain", "explain_first", "explain_row", "outcome_text"]
 
 #: Python's ``re.error`` messages, by the catalogue key that says them.
 _REGEX_REASONS = {"missing ), unterminated subpattern": "params.regex_reason.unclosed_paren",
@@ -42,8 +42,6 @@ def allowed_text(field: str, lang: str | None = None) -> str:
 
 
 def _num(x: float, lang: str | None) -> str:
-    from . import number
-
     return number(int(x) if float(x).is_integer() else x, lang)
 
 
@@ -85,7 +83,13 @@ def explain_row(error_type: str | None, message: str | None, lang: str | None = 
     status = _status_of(message or "")
     if isinstance(cls, type) and issubclass(cls, E.APIError):
         return _api(cls(_strip_status(message or ""), status=status), lang or language())
-    if isinstance(cls, type) and issubclass(cls, E.GSExploreError) and cls is not E.ParamsError:
+    if cls is E.ParamsError:
+        # a row keeps only the English text; its head "field=value" is structured (params._fail writes it)
+        m = re.match(r"(\w+)=(\S+) ", message or "")
+        if m:
+            return msg("errors.param_refused", lang, field=m.group(1), typed=m.group(2))
+        return msg("errors.param_refused_any", lang)
+    if isinstance(cls, type) and issubclass(cls, E.GSExploreError):
         try:
             return explain(cls(message or ""), lang)
         except TypeError:  # an error class whose constructor needs more than a message
@@ -184,3 +188,31 @@ def _grammar_detail(text: str, lang: str) -> str:
     detail = text.split(": ", 1)[-1]
     return re.sub(r"Expected (.+?) at line (\d+)",
                   lambda m: msg("params.grammar_expected", lang, what=m.group(1), line=m.group(2)), detail)
+
+
+def explain_first(first: dict[str, Any] | None, lang: str | None = None) -> str:
+    """The first error of an outcome in ``lang`` (by its type and HTTP status)."""
+    if not first:
+        return ""
+    status = first.get("status")
+    message = str(first.get("message") or "")
+    return explain_row(first.get("type"), f"HTTP {status}: {message}" if status else message, lang)
+
+
+def outcome_text(oc: dict[str, Any], lang: str | None = None, seconds: float | None = None) -> str:
+    """"7 de 9 bien, 2 con error: Clave inválida ..." (or "9 de 9 bien en 3,2 s")."""
+    total, ok, failed = oc["total"], oc["ok"], oc["failed"]
+    if not failed:
+        secs = number(round(seconds or 0.0, 1), lang, digits=1)
+        return msg("sweep.outcome_ok", lang, ok=number(ok, lang), total=number(total, lang), seconds=secs)
+    first = explain_first(oc.get("first_error"), lang)
+    if not ok:
+        line = msg("sweep.outcome_all_failed", lang, total=number(total, lang), first=first)
+    else:
+        line = msg("sweep.outcome_failed", lang, ok=number(ok, lang), total=number(total, lang),
+                   failed=number(failed, lang), first=first)
+    by_type = oc.get("by_type") or {}
+    if len(by_type) > 1:
+        line += "\n" + msg("sweep.outcome_by_type", lang,
+                           types=", ".join(f"{k} × {number(v, lang)}" for k, v in by_type.items()))
+    return line

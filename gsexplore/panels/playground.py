@@ -323,8 +323,9 @@ class Playground(BackgroundRun, Panel):
             parts.append(f"{number(round(c.tokens_per_s, 1), lang, digits=1)} tok/s")
         if valid is not None:
             parts.append(('<span style="color:#2e7d32">✔ ' + esc(msg("ui.valid", lang)) + "</span>") if valid else
-                         ('<span style="color:#c62828">✘ ' + esc(msg("ui.not_valid", lang))
-                          + (f": {esc(why)}" if why else "") + "</span>"))
+                         # the checker's reason is English (xgrammar's words): a tooltip, not the text
+                         (f'<span style="color:#c62828" title="{esc(why)}">✘ ' + esc(msg("ui.not_valid", lang))
+                          + "</span>"))
         return '<div class="gs-stats-line" style="color:#555;font-size:smaller">' + " · ".join(parts) + "</div>"
 
     def _render_chat(self, messages: Messages) -> None:

@@ -290,7 +290,7 @@ class SweepBuilder(BackgroundRun, Panel):
         if self.running:
             raise PanelRefusal("params.already_running")
         sp = self.plan()
-        spec = self.spec
+        spec = self.spec.replace(on_error="keep") if _sweep_keeps_failures() else self.spec
         store = self.store.value.strip() or None
         self._done = 0
         self._run_tokens = 0
@@ -460,3 +460,12 @@ def _no_prompts() -> None:
 
 def _as_shown(text: str) -> None:
     raise ParamsError(text, key="as_shown", text=text)
+
+
+def _sweep_keeps_failures() -> bool:
+    """Whether gs.sweep takes on_error="keep" (return the rows even when every request failed)."""
+    import inspect
+
+    from ..sweep import sweep
+
+    return "keep" in str(inspect.signature(sweep).parameters["on_error"].annotation)

@@ -2,7 +2,7 @@
 
 `outcome` reads ``df.attrs["outcome"]`` when `gsexplore.sweep` wrote it, and
 otherwise computes the same facts from the rows (their ``error_type`` and
-``error_message`` columns). `outcome_text` says them through the catalogue.
+``error_message`` columns). `gsexplore.i18n.outcome_text` says them through the catalogue.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._i18n import explain_row, msg, number
+from ..i18n import explain_first, outcome_text
 
 __all__ = ["outcome", "outcome_text", "failed_mask", "explain_first"]
 
@@ -41,31 +41,3 @@ def outcome(df: pd.DataFrame) -> dict[str, Any]:
     by_type = {str(k): int(v) for k, v in df.loc[bad, "error_type"].value_counts().items()} if bad.any() else {}
     return {"total": int(len(df)), "ok": int((~bad).sum()), "failed": int(bad.sum()), "by_type": by_type,
             "first_error": first}
-
-
-def explain_first(first: dict[str, Any] | None, lang: str) -> str:
-    """The first error of an outcome in ``lang`` (by its type and HTTP status)."""
-    if not first:
-        return ""
-    status = first.get("status")
-    message = str(first.get("message") or "")
-    return explain_row(first.get("type"), f"HTTP {status}: {message}" if status else message, lang)
-
-
-def outcome_text(oc: dict[str, Any], lang: str, seconds: float | None = None) -> str:
-    """"7 de 9 bien, 2 con error: Clave inválida ..." (or "9 de 9 bien en 3,2 s")."""
-    total, ok, failed = oc["total"], oc["ok"], oc["failed"]
-    if not failed:
-        secs = number(round(seconds or 0.0, 1), lang, digits=1)
-        return msg("sweep.outcome_ok", lang, ok=number(ok, lang), total=number(total, lang), seconds=secs)
-    first = explain_first(oc.get("first_error"), lang)
-    if not ok:
-        line = msg("sweep.outcome_all_failed", lang, total=number(total, lang), first=first)
-    else:
-        line = msg("sweep.outcome_failed", lang, ok=number(ok, lang), total=number(total, lang),
-                   failed=number(failed, lang), first=first)
-    by_type = oc.get("by_type") or {}
-    if len(by_type) > 1:
-        line += "\n" + msg("sweep.outcome_by_type", lang,
-                           types=", ".join(f"{k} × {number(v, lang)}" for k, v in by_type.items()))
-    return line
