@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ParamsError
 from .params import ParamSpec
 
-__all__ = ["parse_number", "parse_int", "parse_values", "parse_text"]
+__all__ = ["format_value", "parse_number", "parse_int", "parse_values", "parse_text"]
 
 _TRUE = {"true", "1", "yes", "sí", "si", "verdadero", "on"}
 _FALSE = {"false", "0", "no", "falso", "off"}
@@ -49,6 +49,13 @@ def _number(field: str, kind: str, raw: str, whole: str) -> float | int:
     return v
 
 
+def format_value(v: float | int, lang: str = "es") -> str:
+    """A number as it is typed back into a box: no thousands separator; es with a decimal comma."""
+    from .i18n import number
+
+    return number(v, lang, grouping=False)
+
+
 def parse_number(spec: ParamSpec, text: str) -> Any:
     """What one number box holds, read by the parameter's kind; ParamsError (echoing it) when it is not one."""
     s = text.strip()
@@ -63,7 +70,11 @@ def parse_int(field: str, text: str, minimum: int | None = 1) -> int:
     s = str(text).strip()
     if not s:
         raise ParamsError(f"{field}: empty", field=field, value=text, key="empty_value", typed=s)
-    n = int(_number(field, "int", s, s))
+    try:
+        n = int(_number(field, "int", s, s))
+    except ParamsError:
+        raise ParamsError(f"{field}={s} is not allowed: not a whole number", field=field, value=s,
+                          key="below_minimum", typed=s, minimum=minimum if minimum is not None else "-∞") from None
     if minimum is not None and n < minimum:
         raise ParamsError(f"{field}={s} is not allowed: must be >= {minimum}", field=field, value=s,
                           key="below_minimum", typed=s, minimum=minimum)

@@ -23,7 +23,7 @@ import traitlets
 from ..backends.base import Backend
 from ..errors import GSExploreError, ParamsError
 from ..params import Params, ParamSpec
-from ..params_text import parse_int, parse_number, parse_values
+from ..params_text import format_value, parse_int, parse_number, parse_values
 from ..sweep import NOT_SWEEPABLE
 from ..sweep_spec import SweepSpec
 from ._i18n import PanelRefusal, number
@@ -44,7 +44,7 @@ def _suggest(spec: ParamSpec, lang: str) -> str:
         lo, hi, step = spec.ui_min, spec.ui_max, spec.step or 1
         mid = round(round((lo + hi) / 2 / step) * step, 6)
         vals = [lo, mid, hi] if spec.kind == "float" else [int(lo), int(mid), int(hi)]
-        return "; ".join(number(v, lang) for v in dict.fromkeys(vals))
+        return "; ".join(format_value(v, lang) for v in dict.fromkeys(vals))
     return ""
 
 
@@ -277,7 +277,7 @@ class SweepBuilder(BackgroundRun, Panel):
             Params.spec(name)
             raise ParamsError(f"{name!r} cannot be varied in a sweep", field=name, key="not_sweepable")
         text = values if isinstance(values, str) else "; ".join(
-            json.dumps(v, ensure_ascii=False) if not isinstance(v, (int, float)) else number(v, self.lang)
+            json.dumps(v, ensure_ascii=False) if not isinstance(v, (int, float)) else format_value(v, self.lang)
             for v in values)
         self._texts[name] = text
         if name not in self.vary.value:
