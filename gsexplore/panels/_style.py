@@ -46,6 +46,7 @@ CSS = """<style>
 .gs-table-wrap td, .gs-table-wrap th { overflow-wrap: anywhere; vertical-align: top; }
 .gs-history-tab table.dataTable th, .gs-history-tab table.dataTable td { white-space: nowrap; }
 .gs-panel-root .widget-accordion { margin-bottom: 2px; }
+.gs-next-tokens td, .gs-next-tokens th { white-space: nowrap; padding: 1px 6px; }
 </style>"""
 
 

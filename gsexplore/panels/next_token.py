@@ -93,12 +93,13 @@ class NextTokenExplorer(Panel):
         knobs = W.GridBox([*self.sliders.values(), self.top_n],
                           layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))",
                                           grid_gap="0 12px", width="auto"))
-        self.image.layout = W.Layout(max_width="100%", flex="0 1 auto")
+        self.image.layout = W.Layout(max_width="100%", max_height="430px", flex="0 1 auto")
         self.widget = panel_root("gs-next-token", [
             self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
             knobs, self.message, self.summary,
-            W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap", align_items="flex-start",
-                                                            grid_gap="8px"))])
+            W.HBox([self.image, W.Box([self.table], layout=W.Layout(flex="1 1 300px", min_width="0",
+                                                                    max_height="430px", overflow="auto"))],
+                   layout=W.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap="8px"))])
         self.stages: list[sampling.Stage] = []
         self.refresh()
 
@@ -242,7 +243,7 @@ class NextTokenExplorer(Panel):
 
         labels = [show_token(self.token(int(i))) for i in top]
         y = np.arange(len(top))[::-1]
-        fig = Figure(figsize=(4.6, 0.22 * len(top) + 0.9), layout="constrained")
+        fig = Figure(figsize=(4.0, min(4.3, 0.22 * len(top) + 0.9)), layout="constrained")
         ax = fig.add_subplot()
         ax.barh(y + 0.2, raw[top], height=0.4, color="#b0bec5", label=msg("ui.original", self.lang))
         colors = ["#1976d2" if final[i] > 0 else "#ef9a9a" for i in top]
