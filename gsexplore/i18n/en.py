@@ -103,7 +103,6 @@ MESSAGES: dict[str, str] = {
     'sweep.interrupted': 'Stopped: {done} of {total} requests done; what finished is kept.',
     'sweep.no_plot': 'No plot: no answer succeeded.',
     'sweep.left': '{eta} left',
-    'sweep.underpowered': 'Note: with {n} repeats per cell the test has little power; a real difference may not show.',
     'sweep.plan': 'sweep {sweep_id}: {requests} requests to run = {settings} settings x {prompts} prompts x {backends} backend(s) x {repeats} repeats; ~{prompt_tokens} prompt tokens, <= {completion_tokens} completion tokens',
     'sweep.plan_in_store': ' ({in_store} of {total} already in the store)',
     'sweep.tokens_unknown': '? (max_tokens not set)',
@@ -113,6 +112,7 @@ MESSAGES: dict[str, str] = {
     'sweep.all_failed': 'None of the {total} requests succeeded: {first} The rows are kept; with on_error="keep" the sweep returns them without raising.',
     # --- batch files ---------------------------------------------------------------------------
     # --- statistics and comparisons ------------------------------------------------------------
+    'stats.not_significant': 'Note: {n} of {total} differences are not significant with these data (adjusted p ≥ {alpha}); that does not mean they are absent: more answers might show them. Below, `gs.stats.repeats_needed` computes how many.',
     # --- panels --------------------------------------------------------------------------------
     'ui.sampling': 'Sampling',
     'ui.output': 'Output and stopping',

@@ -103,7 +103,6 @@ MESSAGES: dict[str, str] = {
     'sweep.interrupted': 'Detenido: {done} de {total} peticiones hechas; lo terminado quedó guardado.',
     'sweep.no_plot': 'Sin gráfico: ninguna respuesta salió bien.',
     'sweep.left': 'faltan {eta}',
-    'sweep.underpowered': 'Nota: con {n} repeticiones por celda la prueba tiene poca potencia; una diferencia real puede no verse.',
     'sweep.plan': 'barrido {sweep_id}: {requests} peticiones = {settings} combinaciones × {prompts} prompts × {backends} backend(s) × {repeats} repeticiones; ~{prompt_tokens} tokens de prompt, hasta {completion_tokens} tokens generados',
     'sweep.plan_in_store': ' ({in_store} de {total} ya están guardadas)',
     'sweep.tokens_unknown': '? (max_tokens sin fijar)',
@@ -113,6 +112,7 @@ MESSAGES: dict[str, str] = {
     'sweep.all_failed': 'Ninguna de las {total} peticiones salió bien: {first} Las filas quedaron guardadas; con on_error="keep" el barrido las devuelve sin error.',
     # --- batch files ---------------------------------------------------------------------------
     # --- statistics and comparisons ------------------------------------------------------------
+    'stats.not_significant': 'Nota: {n} de {total} diferencias no son significativas con estos datos (p ajustado ≥ {alpha}); no quiere decir que no existan: con más respuestas podrían verse. Más abajo, `gs.stats.repeats_needed` calcula cuántas harían falta.',
     # --- panels --------------------------------------------------------------------------------
     'ui.sampling': 'Muestreo',
     'ui.output': 'Salida y parada',
