@@ -56,6 +56,6 @@ def number(x: float | int, lang: str | None = None, digits: int | None = None, g
     return s
 
 
-from .explain import allowed_text, explain, explain_first, explain_row, outcome_text  # noqa: E402 - uses msg()
+from .explain import allowed_text, explain, explain_check, explain_first, explain_row, outcome_text  # noqa: E402
 
-__all__ += ["allowed_text", "explain", "explain_first", "explain_row", "outcome_text"]
+__all__ += ["allowed_text", "explain", "explain_check", "explain_first", "explain_row", "outcome_text"]

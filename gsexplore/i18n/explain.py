@@ -12,7 +12,7 @@ from typing import Any
 
 from . import language, msg, number
 
-__all__ = ["allowed_text", "explain", "explain_first", "explain_row", "outcome_text"]
+__all__ = ["allowed_text", "explain", "explain_check", "explain_first", "explain_row", "outcome_text"]
 
 #: Python's ``re.error`` messages, by the catalogue key that says them.
 _REGEX_REASONS = {"missing ), unterminated subpattern": "params.regex_reason.unclosed_paren",
@@ -216,3 +216,23 @@ def outcome_text(oc: dict[str, Any], lang: str | None = None, seconds: float | N
         line += "\n" + msg("sweep.outcome_by_type", lang,
                            types=", ".join(f"{k} × {number(v, lang)}" for k, v in by_type.items()))
     return line
+
+
+def explain_check(v: Any, lang: str | None = None) -> str:
+    """A `gsexplore.guided.Validity` in words: valid, a cut but valid prefix, or which constraint it breaks."""
+    if v.kind is None:
+        return msg("guided.none", lang)
+    if v.valid is None:
+        return msg("guided.check_unavailable", lang)
+    if v.valid:
+        return msg("guided.valid", lang)
+    if v.cut and v.is_prefix:
+        return msg("guided.valid_prefix", lang)
+    what = msg(f"guided.kind.{v.kind}", lang) if f"guided.kind.{v.kind}" in _keys(lang) else v.kind
+    return msg("guided.breaks", lang, what=what)
+
+
+def _keys(lang: str | None) -> dict[str, str]:
+    from . import LANGUAGES
+
+    return LANGUAGES[lang or language()]
