@@ -45,7 +45,7 @@ class ParamSpec:
 
     def help(self, lang: str = "es") -> str:
         """The help text in Spanish ("es") or English ("en")."""
-        return self.help_es if lang == "es" else self.help_en
+        return {"es": self.help_es}.get(lang, self.help_en)  # both declared beside the field
 
     @property
     def numeric(self) -> bool:
