@@ -373,11 +373,12 @@ class Playground(BackgroundRun, Panel):
             return
         copy = msg("ui.copy", self.lang)
         for name, text in code.items():
+            # the button sits on its own line above the code: it never covers the URL
             self.code[name].value = (
-                '<div style="position:relative">'
-                '<button title="copy" style="position:absolute;right:4px;top:4px" '
-                "onclick=\"navigator.clipboard.writeText(this.parentElement.querySelector('pre').innerText)\">"
-                f"📋 {esc(copy)}</button>"
+                '<div><div style="text-align:right">'
+                f'<button title="{esc(copy)}" '
+                "onclick=\"navigator.clipboard.writeText(this.parentElement.parentElement.querySelector('pre').innerText)\">"
+                f"📋 {esc(copy)}</button></div>"
                 f'<pre style="white-space:pre-wrap;font-size:12px;background:#f7f7f7;padding:8px;'
                 f'user-select:all">{esc(text)}</pre></div>')
 
