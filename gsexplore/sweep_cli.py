@@ -208,8 +208,7 @@ def _summary_table(summary: Any, by: list[str]) -> Any:
     return table[[m for m in dict.fromkeys(summary["metric"]) if m in table.columns]]
 
 
-def _run_or_export(args: argparse.Namespace, cfg: dict[str, Any], sweep: Any, backends: list[Any], prompts: Any,
-                   base: Any, samples: Any, out: Path) -> Any:
+def _run_or_export(args: argparse.Namespace, spec: Any, backends: list[Any], out: Path) -> Any:
     """The sweep run (or, with --to-batch, written as a batch file) into DIR's store."""
     if args.to_batch:
         from .sweep import plan
@@ -217,9 +216,9 @@ def _run_or_export(args: argparse.Namespace, cfg: dict[str, Any], sweep: Any, ba
         from .store import Store
 
         st = Store(out / "results.parquet")
-        sp = plan(backends, prompts, grid=cfg.get("grid"), zip=cfg.get("zip"), samples=samples,
-                  repeats=int(cfg.get("repeats", 1)), base=base, seed=int(cfg.get("seed", 0)),
-                  on_invalid=cfg.get("on_invalid", "raise"), done=done_keys(st, args.force), store=st.path)
+        sp = plan(backends, spec.prompts, grid=spec.grid or None, zip=spec.zip, samples=spec.samples,
+                  repeats=spec.repeats, base=spec.base, seed=spec.seed, on_invalid=spec.on_invalid,
+                  done=done_keys(st, args.force), store=st.path)
         e = sp.to_batch(args.to_batch, spelling=args.guided_spelling, model=args.batch_model,
                         progress=not args.no_progress)
         import pandas as pd
@@ -230,11 +229,8 @@ def _run_or_export(args: argparse.Namespace, cfg: dict[str, Any], sweep: Any, ba
     from .sweep import SweepFailed
 
     try:
-        return sweep(backends, prompts, grid=cfg.get("grid"), zip=cfg.get("zip"), samples=samples,
-                     repeats=int(cfg.get("repeats", 1)), base=base, store=str(out / "results.parquet"),
-                     concurrency=int(cfg.get("concurrency", 8)), on_error=cfg.get("on_error", "record"),
-                     on_invalid=cfg.get("on_invalid", "raise"), progress=not args.no_progress,
-                     force=args.force, seed=int(cfg.get("seed", 0)), dry_run=args.dry_run)
+        return spec.run(backends, store=str(out / "results.parquet"), progress=not args.no_progress,
+                        force=args.force, dry_run=args.dry_run)
     except SweepFailed as exc:  # the rows are saved: write the CSV and say it (exit status 1)
         print(f"gsexplore sweep: {exc}", file=sys.stderr)
         return exc.df
@@ -269,14 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from .params import Params
-    from .sweep import sweep
+    from .sweep_spec import SweepSpec
 
     try:
         cfg = load_config(args.config)
         lang = args.lang or cfg.get("lang", "en")
-        base = Params(**(cfg.get("base") or {}))
-        prompts = _prompts(cfg)
+        spec = SweepSpec.from_config(cfg, _prompts(cfg))
         backends = [] if args.from_batch else make_backends(cfg["backends"], cfg["_dir"])
         if args.to_batch and args.from_batch:
             raise ConfigError("--to-batch and --from-batch are two steps: give one of them")
@@ -293,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     level = sweep_log.level
     sweep_log.addHandler(handler)
     sweep_log.setLevel(logging.INFO)
-    samples = cfg.get("samples")  # {uniform: [lo, hi]} and lists mean what they mean in gs.sweep
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -303,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 df = load_batch(args.from_batch, store=out / "results.parquet", plan=args.plan,
                                 progress=not args.no_progress)
             else:
-                df = _run_or_export(args, cfg, sweep, backends, prompts, base, samples, out)
+                df = _run_or_export(args, spec, backends, out)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except ParamsError as exc:

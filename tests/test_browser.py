@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "playground.ipynb"
 TOKENVIEW = ROOT / "tests" / "browser" / "tokenview.ipynb"
 PANELS = ROOT / "tests" / "browser" / "panels.ipynb"
+CLASS = ROOT / "tests" / "browser" / "class.ipynb"
 LAPTOP = {"width": 1280, "height": 800}  # a classroom laptop, JupyterLab's file browser open
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "browser_playground.png"
@@ -132,6 +133,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         shutil.copy(NOTEBOOK, tmp_path / "work" / "playground.ipynb")
         shutil.copy(TOKENVIEW, tmp_path / "work" / "tokenview.ipynb")
         shutil.copy(PANELS, tmp_path / "work" / "panels.ipynb")
+        shutil.copy(CLASS, tmp_path / "work" / "class.ipynb")
         server.wait_ready()
         yield server
     finally:
@@ -344,7 +346,8 @@ def _drive_panels(page: object, lab: Lab, expect: object) -> None:
     mt.press("Enter")
     expect(sb.locator(".gs-sweep-count")).to_contain_text("× hasta 6 tokens", timeout=30_000)
     sb.locator("button.gs-sweep-run").click()
-    expect(sb.locator(".gs-sweep-status")).to_contain_text("Listo", timeout=180_000)
+    expect(sb.locator(".gs-sweep-status")).to_contain_text("bien en", timeout=180_000)  # "4 de 4 bien en 1,2 s"
+    assert sb.locator(".gs-sweep-status .gs-error").count() == 0
     table = sb.locator(".gs-sweep-table table").first
     expect(table).to_be_visible(timeout=30_000)
     headers = table.locator("thead th").all_inner_texts()
@@ -355,7 +358,7 @@ def _drive_panels(page: object, lab: Lab, expect: object) -> None:
     # a long sweep, then Stop: the requests in flight end within a decode step
     mt.fill("1500")
     mt.press("Enter")
-    expect(sb.locator(".gs-sweep-count")).to_contain_text("× hasta 1,500 tokens", timeout=30_000)
+    expect(sb.locator(".gs-sweep-count")).to_contain_text("× hasta 1.500 tokens", timeout=30_000)
     sb.locator("button.gs-sweep-run").click()
     expect(sb.locator("button.gs-sweep-stop")).to_be_enabled(timeout=30_000)
     page.wait_for_timeout(2000)
@@ -374,3 +377,111 @@ def _drive_panels(page: object, lab: Lab, expect: object) -> None:
     expect(cmp.locator(".gs-compare")).to_contain_text("repetición 1")
     cmp.screenshot(path=str(ARTIFACTS / "panels_compare.png"))
     page.screenshot(path=str(ARTIFACTS / "panels_page.png"))
+
+
+# --------------------------------------------------------------------------- issue 23: ready for a real class
+
+#: GS_BROWSER_SCREENS_ONLY=1 takes the screenshots without checking (for "before" pictures of an older tree)
+_CHECK = os.environ.get("GS_BROWSER_SCREENS_ONLY") != "1"
+
+
+def test_a_class_at_1280x800(lab: Lab) -> None:
+    """Playground controls and answer on one screen, Historial readable, every invalid field marked at once,
+    a sweep with the wrong key in red with its Spanish cause and no plot, `0,7` read as 0.7, and
+    NextTokenExplorer under 800 px; screenshots class_*.png in test-artifacts/."""
+    _in_chromium(lab, _drive_class, "class", viewport=LAPTOP)
+
+
+def _top(page: object, locator: object) -> None:
+    locator.evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+
+
+def _drive_class(page: object, lab: Lab, expect: object) -> None:
+    _run_all(page, lab, expect, "class.ipynb")
+    pg = page.locator(".gs-playground")
+    sb = page.locator(".gs-sweep-builder")
+    nt = page.locator(".gs-next-token")
+    for w in (pg, sb, nt):
+        expect(w).to_be_visible(timeout=240_000)
+
+    # --- the Playground: run, then controls, Run and the answer on one 800 px screen
+    _top(page, pg)
+    pg.locator("button.gs-run").click()
+    expect(pg.locator(".gs-answer .gs-answer-text")).to_be_visible(timeout=120_000)
+    expect(pg.locator(".gs-stats")).to_contain_text("finish_reason", timeout=120_000)
+    _top(page, pg)
+    page.screenshot(path=str(ARTIFACTS / "class_playground.png"))
+    if _CHECK:
+        for what in (".gs-answer-text", "button.gs-run", ".gs-param-temperature"):
+            box = pg.locator(what).first.bounding_box()
+            assert box and 0 <= box["y"] and box["y"] + box["height"] <= LAPTOP["height"], (what, box)
+        assert not _ENGLISH.search(pg.inner_text())
+
+    # --- Historial: an itables table, one line per run
+    pg.locator(".lm-TabBar-tab", has_text="Historial").click()
+    rows = pg.locator(".gs-history-tab table.dataTable tbody tr")
+    for n in (2, 3):  # one more run at a time, each waited for in the table itself
+        pg.locator("button.gs-run").click()
+        if _CHECK:
+            expect(rows).to_have_count(n, timeout=120_000)
+        else:
+            page.wait_for_timeout(8000)
+    expect(pg.locator("button.gs-run")).to_be_enabled(timeout=120_000)
+    _top(page, pg)
+    page.screenshot(path=str(ARTIFACTS / "class_history.png"))
+    if _CHECK:
+        table = pg.locator(".gs-history-tab table.dataTable").first
+        expect(table).to_be_visible(timeout=30_000)
+        heads = table.locator("thead th")
+        assert "motivo de fin" in heads.all_inner_texts(), heads.all_inner_texts()
+        for i in range(heads.count()):  # a header on one line, not split into syllables
+            assert heads.nth(i).bounding_box()["height"] < 40, heads.nth(i).inner_text()
+    pg.locator(".lm-TabBar-tab", has_text="Parámetros").click()
+
+    # --- every invalid field marked at once
+    for name, bad in (("temperature", "-3"), ("top_p", "5")):
+        pg.locator(f".gs-set-{name} input").check()
+        box = pg.locator(f".gs-input-{name} input")
+        box.fill(bad)
+        box.press("Enter")
+    if _CHECK:
+        expect(pg.locator(".gs-message-top_p")).to_contain_text("top_p: escribiste 5", timeout=30_000)
+        expect(pg.locator(".gs-message-temperature")).to_contain_text("temperature: escribiste -3")
+        for name in ("temperature", "top_p"):
+            assert "gs-invalid" in (pg.locator(f".gs-input-{name}").get_attribute("class") or "")
+    page.wait_for_timeout(500)
+    _top(page, pg)
+    page.screenshot(path=str(ARTIFACTS / "class_playground_invalid.png"))
+
+    # --- a sweep with the wrong key: `0,7` is one value; the failure is red, in Spanish, with no plot
+    _top(page, sb)
+    values = sb.locator(".gs-sweep-values-temperature input")
+    values.fill("0,7")
+    values.press("Enter")
+    if _CHECK:
+        expect(sb.locator(".gs-sweep-count")).to_contain_text("2 peticiones", timeout=30_000)  # 1 value x 2 prompts
+    page.wait_for_timeout(1000)
+    sb.locator("button.gs-sweep-run").click()
+    expect(sb.locator("button.gs-sweep-run")).to_be_enabled(timeout=180_000)
+    page.wait_for_timeout(1500)
+    _top(page, sb)
+    page.screenshot(path=str(ARTIFACTS / "class_sweep_failed.png"))
+    sb.screenshot(path=str(ARTIFACTS / "class_sweep_failed_panel.png"))
+    if _CHECK:
+        status = sb.locator(".gs-sweep-status")
+        expect(status).to_contain_text("Clave inválida", timeout=30_000)
+        assert status.locator(".gs-error").count() == 1  # red
+        assert "Listo" not in sb.inner_text() and not _ENGLISH.search(sb.inner_text())
+        assert sb.locator(".gs-sweep-progress .progress-bar-danger, .gs-sweep-progress .bg-danger, "
+                          ".gs-sweep-progress [class*=danger]").count() >= 1
+        img = sb.locator("img")
+        assert img.count() == 0 or not img.first.is_visible()  # no plot of nothing
+        expect(sb.locator(".gs-sweep-plot-message")).to_contain_text("Sin gráfico")
+
+    # --- NextTokenExplorer on one screen
+    _top(page, nt)
+    page.screenshot(path=str(ARTIFACTS / "class_next_token.png"))
+    if _CHECK:
+        height = nt.bounding_box()["height"]
+        assert height < LAPTOP["height"], f"NextTokenExplorer is {height:.0f} px tall"

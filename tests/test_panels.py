@@ -123,8 +123,8 @@ def test_params_panel_is_generated_from_the_specs() -> None:
         if spec.server_default is not None and spec.numeric:
             assert float(c.input.value) == spec.server_default  # the number box shows the default as text
     assert panel.params == Params()
-    assert len(panel.accordion.children) == len(GROUPS)
-    assert panel.accordion.titles == ("Muestreo", "Salida y parada", "Decodificación guiada", "Avanzado")
+    assert len(panel.sections) == len(GROUPS)  # one accordion each: several open at once
+    assert [a.titles[0] for a in panel.sections] == ["Muestreo", "Salida y parada", "Decodificación guiada", "Avanzado"]
 
 
 def test_params_panel_groups_lang_and_tooltips() -> None:
@@ -311,7 +311,8 @@ def test_backend_panel_local_tiny_and_errors(tiny: Backend) -> None:
     bp.path.value = "/no/such/model.gguf"
     with pytest.raises(gs.ModelNotFoundError):
         bp.connect(wait=True)
-    assert "ModelNotFoundError" in bp.status.value and bp.backend is b  # the previous one stays
+    assert "No se encontró el modelo «/no/such/model.gguf»" in bp.status.value  # in Spanish, naming what was typed
+    assert "ModelNotFoundError" not in bp.status.value and bp.backend is b  # the previous one stays
 
 
 # --------------------------------------------------------------------------- Playground
@@ -324,7 +325,7 @@ def test_playground_runs_the_tiny_model(tiny: Backend) -> None:
     c = pg.run(wait=True)
     assert c.content and c.finish_reason == "length" and c.usage.completion_tokens == 12
     assert "gs-answer-text" in pg.answer.value and c.content[:5].replace("<", "&lt;")[:1] in pg.answer.value
-    assert "finish_reason: <b>length</b>" in pg.stats.value and "12 respuesta" in pg.stats.value
+    assert "finish_reason: <b>length</b>" in pg.stats.value and "12 de respuesta" in pg.stats.value
     assert "latencia" in pg.stats.value
     h = pg.history
     assert len(h) == 1 and h.loc[0, "content"] == c.content and h.loc[0, "max_tokens"] == 12
@@ -456,9 +457,9 @@ def test_sweep_values_parsing() -> None:
     assert parse_values(Params.spec("ignore_eos"), "true, no") == [True, False]
     assert parse_values(Params.spec("guided_choice"), '[["sí", "no"], ["a", "b"]]') == [["sí", "no"], ["a", "b"]]
     assert parse_values(Params.spec("stop"), "fin, FIN") == ["fin", "FIN"]
-    with pytest.raises(ParamsError, match="x is not a valid float"):
+    with pytest.raises(ParamsError, match="temperature=x is not allowed"):
         parse_values(Params.spec("temperature"), "0, x")
-    with pytest.raises(ParamsError, match="not a valid int"):
+    with pytest.raises(ParamsError, match="not an integer"):
         parse_values(Params.spec("top_k"), "1.5")
     with pytest.raises(ParamsError, match="no values"):
         parse_values(Params.spec("top_k"), " ")
@@ -473,10 +474,10 @@ def test_sweep_builder_grid_and_count() -> None:
     assert set(opts) == set(Params.names()) - {"stream"}
     assert sb.request_count == 6 and "6 peticiones" in sb.count.value
     sb.vary.value = ("temperature", "top_k")
-    assert sb.value_inputs["temperature"].value == "0, 1, 2"  # a suggestion from the slider range
+    assert sb.value_inputs["temperature"].value == "0; 1; 2"  # a suggestion from the slider range
     sb.value_inputs["temperature"].value = "0, 0.7"
     sb.value_inputs["top_k"].value = "5, 50, -1"
-    sb.repeats.value = 4
+    sb.repeats.value = "4"
     assert sb.grid == {"temperature": [0.0, 0.7], "top_k": [5, 50, -1]}
     assert sb.request_count == 2 * 3 * 3 * 2 * 4 and f"{2 * 3 * 3 * 2 * 4} peticiones" in sb.count.value
     sb.value_inputs["top_k"].value = "5, -7"
@@ -493,7 +494,7 @@ def test_sweep_builder_runs_a_tiny_sweep(tiny: Backend) -> None:
     sb = panels.SweepBuilder(tiny, base=Params(max_tokens=6, chat_template_kwargs=NO_THINK),
                              prompts=["Hola", "Chau"])
     sb.set_values("temperature", [0, 1.0])
-    sb.repeats.value = 2
+    sb.repeats.value = "2"
     assert sb.request_count == 8
     sb.run_button.click()
     df = sb.wait(120)
@@ -534,7 +535,7 @@ def test_sweep_builder_stop_keeps_finished_rows(tmp_path: Any) -> None:
 def test_next_token_explorer_local(tiny: Backend) -> None:
     nt = panels.NextTokenExplorer(tiny, "El cielo es", top_n=10)
     assert nt.logits.shape == (151936,) and len(nt.image.value) > 1000
-    assert "de 151,936 tokens" in nt.summary.value
+    assert "de 151.936 tokens" in nt.summary.value
     for name in panels.next_token.KNOBS:
         spec = Params.spec(name)
         s = nt.sliders[name]
@@ -751,6 +752,115 @@ def test_backend_form_matches_the_backend_and_explorer_says_empty_prompt(tiny: B
 def test_playground_history_fits_its_tab() -> None:
     pg = panels.Playground(SlowBackend(words=3, delay=0), Params(max_tokens=3), user="Hola")
     pg.run(wait=True)
-    assert pg.history_table.value.startswith('<div class="gs-table-wrap">')
-    assert "motivo de fin" in pg.history_table.value and "finish_reason</th>" not in pg.history_table.value
+    table = pg.history_table.df  # itables' DataTable: sortable, text cut short
+    assert "motivo de fin" in table.columns and "finish_reason" not in table.columns
+    assert table["respuesta"].str.len().max() <= 60
     assert pg.tabs.titles == ("Parámetros", "Guiado", "Código", "Historial")
+
+
+# --- ready for a class: outcomes first, one number reader, every problem at once ---------------------
+def test_sweep_builder_says_failures_first_in_red_with_the_cause_next_to_the_answer(tiny: Backend) -> None:
+    base = Params(max_tokens=2, chat_template_kwargs={"enable_thinking": False})
+    sb = panels.SweepBuilder(tiny, base=base, prompts=["Hola"], grid={"max_tokens": [2, 100000]})
+    df = sb.run(wait=True)
+    assert len(df) == 2 and sb.outcome["ok"] == 1 and sb.outcome["failed"] == 1
+    assert sb.progress.bar_style == "danger" and "gs-error" in sb.status.value  # red, never "Listo"
+    assert "1 de 2 bien, 1 con error: El backend rechazó max_tokens=100000" in html.unescape(sb.status.value)
+    cols = list(sb.table.df.columns)
+    assert cols[cols.index("respuesta") + 1] == "error"  # the cause next to the answer, no sideways scroll
+    assert sb.plot_image.layout.display == "" and len(sb.plot_image.value) > 1000  # from the row that worked
+
+
+def test_sweep_builder_draws_no_plot_when_every_request_failed(tiny: Backend) -> None:
+    from gsexplore.server import ServerThread, create_app
+
+    with ServerThread(create_app([tiny], api_keys={"clave-de-clase"})) as srv:
+        wrong = gs.RemoteBackend(srv.url, api_key="otra", model="tiny-qwen3", max_retries=0)
+        sb = panels.SweepBuilder(wrong, base=Params(max_tokens=2), prompts=["Hola", "Chau"])
+        try:
+            sb.run(wait=True)
+        except gs.GSExploreError:
+            pass  # gs.sweep may raise when every request failed; the panel says it all the same
+    said = html.unescape(sb.status.value + sb.message.value)
+    assert "Clave inválida" in said and sb.progress.bar_style == "danger", said
+    assert sb.plot_image.layout.display == "none" and sb.plot_image.value == b""
+    assert "Sin gráfico" in sb.plot_message.value
+
+
+def test_every_box_reads_the_decimal_comma_and_refuses_what_is_ambiguous() -> None:
+    sb = panels.SweepBuilder(SlowBackend(), base=Params(max_tokens=4), prompts=["a"])
+    sb.set_values("temperature", "0,7")
+    assert sb.grid == {"temperature": [0.7]} and sb.request_count == 1
+    sb.set_values("temperature", "0,5; 0,7")
+    assert sb.grid == {"temperature": [0.5, 0.7]} and sb.request_count == 2
+    sb.set_values("temperature", "0,7,1")
+    assert "«0,7,1» se puede leer de dos maneras" in sb.error and sb.run_button.disabled
+    sb.set_values("temperature", "0.5 0.7")
+    assert sb.grid == {"temperature": [0.5, 0.7]} and sb.error is None
+    pp = panels.ParamsPanel(Params(), groups=("sampling",))
+    pp.controls["temperature"].input.value = "0,7"  # typed, as the Playground reads it
+    assert pp.params.temperature == 0.7
+
+
+def test_integer_boxes_refuse_fractions_and_zero_and_all_problems_show_at_once() -> None:
+    sb = panels.SweepBuilder(SlowBackend(), base=Params(max_tokens=4), prompts=["a"], grid={"temperature": [0]})
+    sb.repeats.value = "2.5"
+    assert "Repeticiones: escribiste 2.5, pero tiene que ser" in sb.error and sb.request_count == 0
+    sb.repeats.value = "0"
+    assert "Repeticiones: escribiste 0, pero tiene que ser un número entero ≥ 1" in sb.error
+    sb.set_values("temperature", "x")
+    assert "Repeticiones" in sb.error and "temperature: escribiste x" in sb.error  # both, at once
+    sb.repeats.value = "2"
+    sb.set_values("temperature", "0; 1")
+    assert sb.error is None and sb.request_count == 4
+
+
+def test_params_panel_marks_every_invalid_field_at_once_and_recomputes_on_each_change() -> None:
+    pp = panels.ParamsPanel(Params(), groups=("sampling",))
+    pp.set_value("temperature", -3)
+    pp.set_value("top_p", 5)
+    assert "gs-invalid" in pp.controls["temperature"].input._dom_classes
+    assert "gs-invalid" in pp.controls["top_p"].input._dom_classes  # not only the first one
+    assert "temperature: escribiste -3" in pp.error and "top_p: escribiste 5" in pp.error
+    pp.set_value("temperature", 0.5)
+    assert "temperature" not in pp.error and "top_p: escribiste 5" in pp.error
+    assert "gs-invalid" not in pp.controls["temperature"].input._dom_classes
+
+
+def test_playground_protects_a_class_and_its_refusal_follows_the_fields() -> None:
+    pg = panels.Playground(SlowBackend(delay=0), user="Contame un chiste corto.")
+    assert pg.params.max_tokens == 256 and pg.params_panel.controls["max_tokens"].input.value == "256"
+    pg.params_panel.set_value("top_p", 5)
+    pg.run_button.click()
+    assert "top_p: escribiste 5" in pg.message.value and not pg.running
+    pg.params_panel.set_value("top_p", 0.9)
+    assert pg.message.value == ""  # the old refusal does not stay after the fix
+    pg.params_panel.set_value("temperature", -1)
+    assert pg.message.value == ""  # only a refusal on screen is recomputed; nothing was clicked
+
+
+def test_backend_form_shows_the_backend_in_use_and_asks_before_switching(tiny: Backend) -> None:
+    remote = gs.RemoteBackend("http://127.0.0.1:8000/v1", api_key="clave", model="Qwen/Qwen3-0.6B")
+    bp = panels.BackendPanel(remote)
+    assert bp.url.value == "http://127.0.0.1:8000/v1" and bp.model.value == "Qwen/Qwen3-0.6B"
+    assert "En uso: remote http://127.0.0.1:8000/v1" in html.unescape(bp.in_use.value)
+    bp.mode.value = "local"
+    bp.source.value = "tiny-qwen3"
+    bp.connect_button.click()
+    assert bp.confirm.layout.display == "" and "¿Seguro?" in bp.confirm_text.value
+    bp.confirm_no.click()
+    assert bp.backend is remote and bp.confirm.layout.display == "none"  # the class server stays
+
+
+def test_sweep_builder_and_yaml_share_one_sweep_spec(tmp_path: Any) -> None:
+    from gsexplore.sweep_cli import load_config
+    from gsexplore.sweep_spec import SweepSpec
+
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("backends: [tiny-qwen3]\nprompts: [Hola]\ngrid: {temperature: [0.5, 0.7]}\n"
+                        "repeats: 2\nbase: {max_tokens: 8}\n")
+    cfg = load_config(cfg_file)
+    from_yaml = SweepSpec.from_config(cfg, cfg["prompts"])
+    sb = panels.SweepBuilder(SlowBackend(), base=Params(max_tokens=8), prompts=["Hola"], repeats=2,
+                             grid={"temperature": "0,5; 0,7"})
+    assert sb.spec == from_yaml

@@ -171,3 +171,40 @@ def test_to_row_has_one_column_per_parameter():
 def test_enable_thinking_shortcut():
     assert gs.Params(chat_template_kwargs={"enable_thinking": False}).enable_thinking is False
     assert gs.Params().enable_thinking is None
+
+
+# --- one reader for every box (gsexplore.params_text) ------------------------------------------------
+def test_number_boxes_read_the_decimal_comma_and_refuse_what_is_ambiguous():
+    from gsexplore import Params, ParamsError
+    from gsexplore.i18n import explain
+    from gsexplore.params_text import parse_int, parse_number, parse_values
+
+    t = Params.spec("temperature")
+    assert parse_number(t, "0,7") == 0.7 and parse_number(t, "0.7") == 0.7 and parse_number(t, "1e-3") == 0.001
+    assert parse_values(t, "0,7") == [0.7] and parse_values(t, "0,5; 0,7") == [0.5, 0.7]
+    assert parse_values(t, "0.5 0.7 1") == [0.5, 0.7, 1.0] and parse_values(t, "0, 0.5, 1") == [0.0, 0.5, 1.0]
+    for typed in ("0,7,1", "0,7, 1", "1.000,5"):
+        with pytest.raises(ParamsError) as info:
+            parse_values(t, typed)
+        assert info.value.key == "ambiguous_number" and f"«{typed}»" in explain(info.value, "es")
+    k = Params.spec("top_k")
+    for typed in ("2.5", "2,5"):
+        with pytest.raises(ParamsError):
+            parse_number(k, typed)
+    assert parse_int("repeats", "3") == 3
+    for typed in ("2.5", "0", "x", ""):
+        with pytest.raises(ParamsError):
+            parse_int("repeats", typed, minimum=1)
+
+
+def test_a_json_schema_is_checked_without_importing_jsonschema():
+    import subprocess
+    import sys
+
+    code = ("import sys, gsexplore as gs\n"
+            "gs.Params(guided_json={'type': 'object', 'properties': {'a': {'type': 'string'}}})\n"
+            "try:\n    gs.Params(guided_json={'type': 'strng'})\nexcept gs.ParamsError as e:\n"
+            "    assert e.key == 'schema_invalid' and e.ctx['where'] == 'type', e.ctx\n"
+            "else:\n    raise SystemExit('an invalid schema was accepted')\n"
+            "assert 'jsonschema' not in sys.modules, 'jsonschema was imported (2-3 s here)'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

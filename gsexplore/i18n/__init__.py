@@ -41,12 +41,21 @@ def msg(key: str, lang: str | None = None, **fields: Any) -> str:
     return text.format(**fields) if fields else text
 
 
-def number(x: float | int, lang: str | None = None, digits: int | None = None) -> str:
-    """``x`` as the language writes it: es ``2.285`` and ``0,73``; en ``2,285`` and ``0.73``."""
+def number(x: float | int, lang: str | None = None, digits: int | None = None, grouping: bool = True) -> str:
+    """``x`` as the language writes it: es ``2.285`` and ``0,73``; en ``2,285`` and ``0.73``.
+
+    ``grouping=False`` leaves out the thousands separator (a value typed back into a box).
+    """
+    g = "," if grouping else ""
     if isinstance(x, int) or (digits is None and float(x).is_integer()):
-        s = f"{int(x):,}"
+        s = f"{int(x):{g}}"
     else:
-        s = f"{x:,.{digits}f}" if digits is not None else f"{x:,}"
+        s = f"{x:{g}.{digits}f}" if digits is not None else (f"{x:,}" if grouping else repr(float(x)))
     if (lang or language()) == "es":
         s = s.replace(",", "\0").replace(".", ",").replace("\0", ".")
     return s
+
+
+from .explain import allowed_text, explain, explain_check, explain_first, explain_row, outcome_text  # noqa: E402
+
+__all__ += ["allowed_text", "explain", "explain_check", "explain_first", "explain_row", "outcome_text"]

@@ -14,9 +14,10 @@ from .compare import Compare
 from .guided_panel import GuidedPanel
 from .next_token import NextTokenExplorer
 from .params_panel import ParamsPanel
+from .notes import note
 from .playground import Playground
 from .sweep_builder import SweepBuilder
 from .token_view import TokenView
 
 __all__ = ["BackendPanel", "Classroom", "Compare", "GuidedPanel", "NextTokenExplorer", "ParamsPanel", "Playground",
-           "SweepBuilder", "TokenView", "codegen"]
+           "SweepBuilder", "TokenView", "codegen", "note"]

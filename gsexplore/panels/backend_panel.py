@@ -17,17 +17,11 @@ import traitlets
 
 from ..backends.base import Backend
 from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL
-from ._util import Panel, error_html, esc, explain, panel_root, start_thread, t
+from ._util import Panel, error_html, esc, explain, msg, panel_root, start_thread
 
 __all__ = ["BackendPanel"]
 
-_SOURCES = {
-    "demo": ("demo: SmolLM2-135M (sin internet, CPU)", "demo: SmolLM2-135M (offline, CPU)"),
-    "tiny-qwen3": ("tiny-qwen3: Qwen3 diminuto de pesos aleatorios (pruebas)",
-                   "tiny-qwen3: tiny random-weight Qwen3 (tests)"),
-    "path": ("archivo GGUF", "GGUF file"),
-    "hf": ("repositorio de Hugging Face", "Hugging Face repository"),
-}
+_SOURCES = ("demo", "tiny-qwen3", "path", "hf")  # the labels are ui.source.<name> in the catalogue
 
 
 class BackendPanel(Panel):
@@ -38,58 +32,69 @@ class BackendPanel(Panel):
     def __init__(self, backend: Backend | None = None, lang: str = "es", mode: str | None = None) -> None:
         super().__init__(backend=backend)
         self.lang = lang
-        es = lang == "es"
         self.last_error: BaseException | None = None
         self.__key: str | None = None  # the typed key, until Connect hands it to the backend
         self._thread: threading.Thread | None = None
-        self.mode = W.ToggleButtons(options=[("Remoto (API)" if es else "Remote (API)", "remote"),
+        self.mode = W.ToggleButtons(options=[(msg("ui.remote", lang), "remote"),
                                              ("Local (llama.cpp)", "local")],
                                     value=mode or ("remote" if _is_remote(backend) else "local"))
         # remote
         self.url = W.Text(value=DEFAULT_BASE_URL, description="URL", layout=W.Layout(width="100%"))
         self.api_key = W.Password(value="", description="API key", continuous_update=False,
-                                  placeholder="vacío: se usa $GS_API_KEY" if es else "empty: $GS_API_KEY is used",
+                                  placeholder=msg("ui.key_placeholder", lang),
                                   layout=W.Layout(width="100%"))
         self.api_key.add_class("gs-api-key")
         self.key_status = W.HTML("")
-        self.model = W.Text(value=DEFAULT_MODEL, description="model" if not es else "modelo")
+        self.model = W.Text(value=DEFAULT_MODEL, description=msg("ui.model", lang))
         self.spelling = W.Dropdown(options=[("guided_* (vLLM ≤ 0.11)", "guided"),
                                             ("structured_outputs (vLLM ≥ 0.11)", "structured_outputs")],
-                                   value="guided", description="guiado" if es else "guided",
-                                   tooltip=("vLLM 0.12 ignora guided_*: usá structured_outputs con servidores nuevos."
-                                            if es else "vLLM 0.12 ignores guided_*: use structured_outputs on new servers."))
+                                   value="guided", description=msg("ui.guided_spelling", lang),
+                                   tooltip=msg("ui.guided_spelling_tip", lang))
         remote_box = W.VBox([self.url, self.api_key, self.key_status, self.model, self.spelling])
         # local
-        self.source = W.Dropdown(options=[(v[0] if es else v[1], k) for k, v in _SOURCES.items()],
-                                 value="demo", description="modelo" if es else "model",
+        self.source = W.Dropdown(options=[(msg(f"ui.source.{k}", lang), k) for k in _SOURCES],
+                                 value="demo", description=msg("ui.model", lang),
                                  layout=W.Layout(width="100%"))
         self.path = W.Text(placeholder="/ruta/al/modelo.gguf", description="GGUF", layout=W.Layout(width="100%"))
         self.repo = W.Text(placeholder="Qwen/Qwen3-1.7B-GGUF", description="repo", layout=W.Layout(width="100%"))
-        self.filename = W.Text(placeholder="*Q8_0.gguf", description="archivo" if es else "file",
+        self.filename = W.Text(placeholder="*Q8_0.gguf", description=msg("ui.file", lang),
                                layout=W.Layout(width="100%"))
         self.n_gpu_layers = W.IntText(value=_backend_attr(backend, "n_gpu_layers", -1), description="n_gpu_layers", style={"description_width": "initial"},
-                                      tooltip=("Capas en la GPU: 0 = solo CPU, -1 = todas."
-                                               if es else "Layers on the GPU: 0 = CPU only, -1 = all."))
+                                      tooltip=msg("ui.gpu_layers_tip", lang))
         self.n_ctx = W.IntText(value=_backend_attr(backend, "n_ctx", 4096), description="n_ctx", style={"description_width": "initial"},
-                               tooltip="Contexto en tokens (prompt + respuesta)." if es
-                               else "Context length in tokens (prompt + answer).")
+                               tooltip=msg("ui.n_ctx_tip", lang))
         self.local_extra = W.Stack([W.VBox([]), W.VBox([]), W.VBox([self.path]),
                                     W.VBox([self.repo, self.filename])], selected_index=0)
         local_box = W.VBox([self.source, self.local_extra, W.HBox([self.n_gpu_layers, self.n_ctx])])
         self.forms = W.Stack([remote_box, local_box], selected_index=0 if self.mode.value == "remote" else 1)
-        self.connect_button = W.Button(description=t("connect", lang), button_style="primary", icon="plug")
+        self.connect_button = W.Button(description=msg("ui.connect", lang), button_style="primary", icon="plug")
         self.connect_button.add_class("gs-connect")
+        self.in_use = W.HTML("")
+        self.in_use.add_class("gs-backend-in-use")
+        # switching away from a working backend (a class server) is asked first
+        self.confirm_text = W.HTML("")
+        self.confirm_yes = W.Button(description=msg("ui.confirm_yes", lang), button_style="warning")
+        self.confirm_yes.add_class("gs-confirm-yes")
+        self.confirm_no = W.Button(description=msg("ui.confirm_no", lang))
+        self.confirm_no.add_class("gs-confirm-no")
+        self.confirm = W.VBox([self.confirm_text, W.HBox([self.confirm_yes, self.confirm_no])])
+        self.confirm.add_class("gs-backend-confirm")
+        self.confirm.layout.display = "none"
         self.status = W.HTML("")
         self.info = W.HTML("")
-        rows = [self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.info]
+        rows = [self.in_use, self.mode, self.forms, W.HBox([self.connect_button, self.status]), self.confirm,
+                self.info]
         self.widget = panel_root("gs-backend-panel", rows, css=False)
 
         self.mode.observe(self._on_mode, "value")
-        self.source.observe(lambda c: setattr(self.local_extra, "selected_index", list(_SOURCES).index(c["new"])),
+        self.source.observe(lambda c: setattr(self.local_extra, "selected_index", _SOURCES.index(c["new"])),
                             "value")
         self.api_key.observe(self._take_key, "value")
-        self.connect_button.on_click(lambda _b: self.connect(wait=False))
-        self.observe(lambda c: self._show_info(), names="backend")
+        self.connect_button.on_click(lambda _b: self._click_connect())
+        self.confirm_yes.on_click(lambda _b: self._confirmed(True))
+        self.confirm_no.on_click(lambda _b: self._confirmed(False))
+        self._fill_form(backend)
+        self.observe(lambda c: (self._fill_form(c["new"]), self._show_info()), names="backend")
         self._on_mode({"new": self.mode.value})
         self._show_info()
 
@@ -101,7 +106,7 @@ class BackendPanel(Panel):
         key, self.__key = self.__key, None  # from here on the key lives only in the backend
         self._key_note(False)
         self.connect_button.disabled = True
-        self.status.value = f"<i>{esc(t('connecting' if self.mode.value == 'remote' else 'loading', self.lang))}</i>"
+        self.status.value = f"<i>{esc(msg('ui.connecting' if self.mode.value == 'remote' else 'ui.loading', self.lang))}</i>"
         result: list[Any] = []
 
         def work() -> None:
@@ -109,7 +114,7 @@ class BackendPanel(Panel):
                 result.append(self._create(key))
             except Exception as e:  # shown in the panel; connect(wait=True) re-raises it
                 self.last_error = e
-                self.status.value = error_html(f"{type(e).__name__}: {explain(e, self.lang)}")
+                self.status.value = error_html(self._explain(e))
             else:
                 self.last_error = None
                 self.status.value = '<span style="color:#2e7d32">✔</span>'
@@ -144,6 +149,53 @@ class BackendPanel(Panel):
             return from_spec(self.path.value.strip(), **kw)
         return from_spec(self.repo.value.strip(), filename=self.filename.value.strip() or None, **kw)
 
+    def _click_connect(self) -> None:
+        """Connect: straight away without a backend; with one, ask first (it may be the class server)."""
+        if self.backend is None:
+            self.connect(wait=False)
+            return
+        self.confirm_text.value = esc(msg("ui.confirm_switch", self.lang, current=_describe(self.backend),
+                                          new=self._form_target()))
+        self.confirm.layout.display = ""
+
+    def _confirmed(self, yes: bool) -> None:
+        self.confirm.layout.display = "none"
+        if yes:
+            self.connect(wait=False)
+
+    def _form_target(self) -> str:
+        """What the form would connect to, in words."""
+        if self.mode.value == "remote":
+            return f"{self.url.value.strip() or DEFAULT_BASE_URL} ({self.model.value.strip() or DEFAULT_MODEL})"
+        src = self.source.value
+        return {"path": self.path.value.strip(), "hf": self.repo.value.strip()}.get(src, src)
+
+    def _fill_form(self, b: Backend | None) -> None:
+        """The form shows the backend in use, so Connect without edits reconnects the same one."""
+        if b is None:
+            return
+        if b.remote:
+            self.url.value = str(getattr(b, "base_url", "") or DEFAULT_BASE_URL)
+            self.model.value = str(getattr(b, "model", "") or DEFAULT_MODEL)
+            spelling = getattr(b, "guided_spelling", "guided")
+            if spelling in ("guided", "structured_outputs"):
+                self.spelling.value = spelling
+            return
+        source = str(getattr(b, "source", "") or "")
+        if source in ("demo", "tiny-qwen3"):
+            self.source.value = source
+        elif getattr(b, "path", None) is not None:
+            self.source.value = "path"
+            self.path.value = str(b.path)
+
+    def _explain(self, e: BaseException) -> str:
+        from ..errors import ModelNotFoundError
+
+        if isinstance(e, ModelNotFoundError) and self.mode.value == "local":
+            typed = {"path": self.path.value, "hf": self.repo.value}.get(self.source.value, self.source.value)
+            return msg("models.not_found_named", self.lang, name=typed.strip())
+        return explain(e, self.lang)
+
     def _take_key(self, change: dict[str, Any]) -> None:
         if change["new"]:
             self.__key = change["new"].strip() or None
@@ -151,20 +203,19 @@ class BackendPanel(Panel):
             self._key_note(True)
 
     def _key_note(self, held: bool) -> None:
-        es = self.lang == "es"
         self.key_status.value = (
             '<span style="color:#2e7d32;font-size:smaller">🔑 '
-            + ("clave recibida: queda solo en memoria hasta Conectar; no se guarda en el cuaderno"
-               if es else "key received: kept in memory only until Connect; never saved in the notebook")
-            + "</span>") if held else ""
+            + esc(msg("ui.key_received", self.lang)) + "</span>") if held else ""
 
     def _on_mode(self, change: dict[str, Any]) -> None:
         remote = change["new"] == "remote"
         self.forms.selected_index = 0 if remote else 1
-        self.connect_button.description = t("connect" if remote else "load", self.lang)
+        self.connect_button.description = msg("ui.connect" if remote else "ui.load", self.lang)
 
     def _show_info(self) -> None:
         b = self.backend
+        self.in_use.value = (f'<b>{esc(msg("ui.in_use", self.lang, backend=_describe(b)))}</b>' if b is not None
+                             else f'<i>{esc(msg("ui.in_use_none", self.lang))}</i>')
         if b is None:
             self.info.value = ""
             return
@@ -192,3 +243,10 @@ def _backend_attr(b: Backend | None, name: str, default: int) -> int:
 
 def _is_remote(b: Backend | None) -> bool:
     return b is not None and b.remote
+
+
+def _describe(b: Backend) -> str:
+    """A backend in a few words: 'remote http://host/v1 (model)' or 'local demo (file.gguf)'."""
+    if b.remote:
+        return f"{b.name} {getattr(b, 'base_url', '')} ({b.model})"
+    return f"{b.name} {getattr(b, 'source', '') or ''} ({b.model})".replace("  ", " ")

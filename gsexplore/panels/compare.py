@@ -18,7 +18,8 @@ import pandas as pd
 import traitlets
 
 from ..errors import ParamsError
-from ._util import Panel, esc, panel_root, t
+from ._util import Panel, esc, msg, panel_root
+from ._i18n import explain_row
 
 __all__ = ["Compare"]
 
@@ -35,9 +36,9 @@ def _key_columns(df: pd.DataFrame) -> list[str]:
 def _label(v: Any, lang: str = "es") -> str:
     """A setting as people write it: 0.7, 3, sí/no, the text itself; never a quoted number."""
     if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
-        return t("unset_value", lang)
+        return msg("ui.unset_value", lang)
     if isinstance(v, (bool, np.bool_)):
-        return t("yes" if v else "no", lang)
+        return msg("ui.yes" if v else "ui.no", lang)
     if isinstance(v, numbers.Integral):
         return str(int(v))
     if isinstance(v, numbers.Real):
@@ -71,7 +72,7 @@ class Compare(Panel):
             self.df["cell_id"] = self.df.groupby(list(by or _key_columns(self.df)) or ["content"],
                                                  dropna=False, sort=False).ngroup().astype(str)
         self.keys = list(by) if by is not None else _key_columns(self.df)
-        self.mode = W.ToggleButtons(options=[(t("by_values", lang), "values"), (t("by_cell", lang), "cell_id")],
+        self.mode = W.ToggleButtons(options=[(msg("ui.by_values", lang), "values"), (msg("ui.by_cell", lang), "cell_id")],
                                     value="values")
         self.slots: list[dict[str, W.Dropdown]] = []
         columns = []
@@ -92,7 +93,7 @@ class Compare(Panel):
             cid.observe(self._update, "value")
             dds["cell_id"] = cid
             self.slots.append(dds)
-            columns.append(W.VBox([W.HTML(f"<b>{esc(t('cell', lang))} {chr(65 + i)}</b>"), *dds.values()],
+            columns.append(W.VBox([W.HTML(f"<b>{esc(msg('ui.cell', lang))} {chr(65 + i)}</b>"), *dds.values()],
                                   layout=W.Layout(flex="1 1 0", min_width="220px")))
         self.pickers = W.HBox(columns, layout=W.Layout(flex_flow="row wrap"))
         self.output = W.HTML("")
@@ -179,7 +180,6 @@ class Compare(Panel):
         return df[mask]
 
     def _update(self, change: Any = None) -> None:
-        es = self.lang == "es"
         chosen = [self._rows(d) for d in self.slots]
         self.value = [sorted(set(r["cell_id"])) for r in chosen]
         head = []
@@ -189,7 +189,7 @@ class Compare(Panel):
                 desc = ", ".join(f"{k}={_label(first[k], self.lang)}" for k in self.keys) or str(first["cell_id"])
             else:
                 desc = "—"
-            head.append(f"<th style='text-align:left;vertical-align:top'>{esc(t('cell', self.lang))} "
+            head.append(f"<th style='text-align:left;vertical-align:top'>{esc(msg('ui.cell', self.lang))} "
                         f"{chr(65 + i)}<br><span style='font-weight:normal;font-size:smaller'>{esc(desc)}</span></th>")
         n = max((len(r) for r in chosen), default=0)
         body = []
@@ -204,29 +204,28 @@ class Compare(Panel):
                              + self._render(row) + "</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
         if not n:
-            body.append(f"<tr><td colspan='{len(chosen)}'><i>" + esc(t("no_rows", self.lang)) + "</i></td></tr>")
+            body.append(f"<tr><td colspan='{len(chosen)}'><i>" + esc(msg("ui.no_rows", self.lang)) + "</i></td></tr>")
         self.output.value = ("<table style='width:100%;table-layout:fixed;border-collapse:collapse'>"
                              "<tr>" + "".join(head) + "</tr>" + "".join(body) + "</table>")
 
     def _render(self, row: pd.Series) -> str:
-        es = self.lang == "es"
         parts = []
         meta = []
         if "repeat" in row.index and _present(row["repeat"]):
-            meta.append(f"{t('repeat', self.lang)} {int(row['repeat']) + 1}")  # 1..n, as people count
+            meta.append(f"{msg('ui.repeat', self.lang)} {int(row['repeat']) + 1}")  # 1..n, as people count
         for c in ("finish_reason", "completion_tokens", "seed"):
             if c in row.index and _present(row[c]):
                 meta.append(f"{c}: {row[c]}")
         if "error_type" in row.index and _present(row["error_type"]):
-            parts.append(f"<div style='color:#c62828'>{esc(str(row['error_type']))}: "
-                         f"{esc(str(row.get('error_message', '')))}</div>")
+            parts.append(f"<div style='color:#c62828'>"
+                         f"{esc(explain_row(row['error_type'], row.get('error_message'), self.lang))}</div>")
         reasoning = row.get("reasoning_content")
         if _present(reasoning) and reasoning:
-            parts.append(f"<details><summary>{esc(t('reasoning', self.lang))}</summary>"
+            parts.append(f"<details><summary>{esc(msg('ui.reasoning', self.lang))}</summary>"
                          f"<div style='white-space:pre-wrap;color:#555'>{esc(str(reasoning))}</div></details>")
         content = row.get("content")
         if not _present(content) or content == "":
-            shown = "<i>" + esc(t("empty", self.lang)) + "</i>"
+            shown = "<i>" + esc(msg("ui.empty", self.lang)) + "</i>"
         elif not str(content).strip():  # only spaces and newlines: make them visible
             shown = ("<i style='color:#888'>" + esc(json.dumps(str(content))[1:-1][:200]) + "</i>")
         else:

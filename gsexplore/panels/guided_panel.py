@@ -16,16 +16,13 @@ import traitlets
 from ..completion import Completion
 from ..errors import GSExploreError, ParamsError
 from ..params import GUIDED_KINDS, Params
-from ._util import Panel, data_files, error_html, esc, explain, panel_root, t
+from ._util import Panel, data_files, error_html, esc, explain, msg, panel_root, start_thread
 from .params_panel import ParamsPanel
 
 __all__ = ["GuidedPanel", "KINDS", "check_text"]
 
 #: What the selector offers: vLLM's four guided_* kinds and response_format json_object.
 KINDS = (*GUIDED_KINDS, "json_object")
-_LABELS = {"guided_json": ("Esquema JSON", "JSON schema"), "guided_regex": ("Regex", "Regex"),
-           "guided_choice": ("Opciones", "Choices"), "guided_grammar": ("Gramática", "Grammar"),
-           "json_object": ("JSON libre", "Any JSON")}
 #: Guided fields the selector owns; the rest of the guided group goes to the options panel.
 _OWNED = (*GUIDED_KINDS, "response_format")
 _NONE = "none"
@@ -53,6 +50,15 @@ def check_text(output: Completion | str, params: Params | None = None) -> tuple[
     return ok, str(getattr(res, "reason", "") or "")
 
 
+_warming: list[Any] = []
+
+
+def _warm_jsonschema() -> None:
+    """Import jsonschema (1.5-3 s here) once, in the background: the first check of an answer does not wait."""
+    if not _warming:
+        _warming.append(start_thread(lambda: __import__("jsonschema"), "gsexplore-import-jsonschema"))
+
+
 def _compile_check(params: Params) -> None:
     """Deeper checks than Params (a grammar that does not parse...), where gsexplore.guided offers them."""
     try:
@@ -78,9 +84,10 @@ class GuidedPanel(Panel):
     def __init__(self, params: Params | None = None, lang: str = "es") -> None:
         super().__init__(value={})
         self.lang = lang
+        _warm_jsonschema()
         self._loading = False
         self._error: str | None = None
-        opts = [(t("none", lang), _NONE)] + [(_LABELS[k][0 if lang == "es" else 1], k) for k in KINDS]
+        opts = [(msg("ui.none", lang), _NONE)] + [(msg(f"ui.guided.{k}", lang), k) for k in KINDS]
         self.kind = W.ToggleButtons(options=opts, value=_NONE, style={"button_width": "auto"})
         self.kind.add_class("gs-guided-kind")
 
@@ -90,7 +97,7 @@ class GuidedPanel(Panel):
         # JSON schema
         self.schema_files = data_files("schemas", "*.json")
         self.schema_example = W.Dropdown(options=[("—", "")] + [(n, n) for n in self.schema_files],
-                                         description=t("example", lang))
+                                         description=msg("ui.example", lang))
         self.schema = W.Textarea(rows=10, continuous_update=True, tooltip=tip("guided_json"),
                                  placeholder='{"type": "object", "properties": {"nombre": {"type": "string"}}}',
                                  layout=W.Layout(width="auto"))
@@ -99,11 +106,11 @@ class GuidedPanel(Panel):
                             placeholder=r"(sí|no)\.", layout=W.Layout(width="auto"))
         # choices
         self.choices = W.Textarea(rows=5, continuous_update=True, tooltip=tip("guided_choice"),
-                                  placeholder=t("choices_hint", lang), layout=W.Layout(width="auto"))
+                                  placeholder=msg("ui.choices_hint", lang), layout=W.Layout(width="auto"))
         # grammar
         self.grammar_files = data_files("grammars", "*.gbnf", "*.lark", "*.ebnf", "*.cfg", "*.txt")
         self.grammar_example = W.Dropdown(options=[("—", "")] + [(n, n) for n in self.grammar_files],
-                                          description=t("example", lang))
+                                          description=msg("ui.example", lang))
         self.grammar = W.Textarea(rows=10, continuous_update=True, tooltip=tip("guided_grammar"),
                                   placeholder='root ::= "sí" | "no"', layout=W.Layout(width="auto"))
         for w, name in ((self.schema, "json"), (self.regex, "regex"), (self.choices, "choice"),
@@ -126,10 +133,10 @@ class GuidedPanel(Panel):
         self.active = W.HTML("")
         self.active.add_class("gs-guided-active")
         self.message = W.HTML("")
-        self.try_text = W.Text(description=t("try_text", lang), continuous_update=True,
+        self.try_text = W.Text(description=msg("ui.try_text", lang), continuous_update=True,
                                style={"description_width": "auto"}, layout=W.Layout(width="auto"))
         self.try_result = W.HTML("")
-        options_box = W.Accordion([self.options.widget], titles=(t("advanced", lang),), selected_index=None)
+        options_box = W.Accordion([self.options.widget], titles=(msg("ui.advanced", lang),), selected_index=None)
         self.kind.layout = W.Layout(width="auto")
         self.widget = panel_root("gs-guided-panel", [self.kind, self.editors, self.message, self.active,
                                  W.VBox([self.try_text, self.try_result]), options_box], width="auto")
@@ -242,7 +249,7 @@ class GuidedPanel(Panel):
     def _describe(self, p: Params) -> str:
         kind = p.guided_kind
         if kind is None:
-            return f'<span style="color:#555">{esc(t("no_constraint", self.lang))}</span>'
+            return f'<span style="color:#555">{esc(msg("ui.no_constraint", self.lang))}</span>'
         if kind == "json_object":
             shown = json.dumps(p.response_format)
             name = "response_format"
@@ -252,7 +259,7 @@ class GuidedPanel(Panel):
             shown = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
         if len(shown) > 160:
             shown = shown[:157] + "…"
-        return (f'<b>{esc(t("active", self.lang))}:</b> <code>{esc(name)}</code> = '
+        return (f'<b>{esc(msg("ui.active", self.lang))}:</b> <code>{esc(name)}</code> = '
                 f'<code style="white-space:pre-wrap">{esc(shown)}</code>')
 
     def _check_try(self) -> None:
@@ -269,7 +276,7 @@ class GuidedPanel(Panel):
         if valid is None:
             self.try_result.value = ""  # "no constraint" is already said once, above
         elif valid:
-            self.try_result.value = f'<span style="color:#2e7d32">✔ {esc(t("valid", self.lang))}</span>'
+            self.try_result.value = f'<span style="color:#2e7d32">✔ {esc(msg("ui.valid", self.lang))}</span>'
         else:
-            self.try_result.value = (f'<span style="color:#c62828">✘ {esc(t("not_valid", self.lang))}'
+            self.try_result.value = (f'<span style="color:#c62828">✘ {esc(msg("ui.not_valid", self.lang))}'
                                      f'{": " + esc(why) if why else ""}</span>')

@@ -18,7 +18,8 @@ import traitlets
 from .. import sampling
 from ..backends.base import Backend, MessagesLike, to_messages
 from ..params import Params
-from ._util import Panel, error_html, esc, figure_png, msg, panel_root, t
+from ._util import Panel, error_html, esc, figure_png, msg, panel_root
+from ._i18n import number
 from .params_panel import value_widget
 
 __all__ = ["NextTokenExplorer", "KNOBS"]
@@ -27,8 +28,6 @@ __all__ = ["NextTokenExplorer", "KNOBS"]
 KNOBS = ("repetition_penalty", "temperature", "min_p", "top_k", "top_p")
 _STAGE_OF = {"repetition_penalty": "penalties", "temperature": "temperature", "min_p": "min_p",
              "top_k": "top_k", "top_p": "top_p"}
-_STAGE_LABEL = {"penalties": ("penalización", "penalty"), "temperature": ("temperatura", "temperature"),
-                "min_p": ("min_p", "min_p"), "top_k": ("top_k", "top_k"), "top_p": ("top_p", "top_p")}
 _REMOTE_TOP = 20  # vLLM's maximum top_logprobs
 
 
@@ -69,11 +68,8 @@ class NextTokenExplorer(Panel):
         if self.remote:
             rp = self.sliders["repetition_penalty"]
             rp.disabled = True
-            rp.tooltip = ("Con un backend remoto no hay logits completos ni ids del prompt: la penalización "
-                          "por repetición no se puede calcular aquí." if lang == "es" else
-                          "A remote backend gives no full logits nor prompt ids: the repetition penalty "
-                          "cannot be computed here.")
-        self.top_n = W.IntSlider(value=top_n, min=3, max=40, description="top N" if lang != "es" else "mostrar N",
+            rp.tooltip = msg("ui.nt_no_penalty", lang)
+        self.top_n = W.IntSlider(value=top_n, min=3, max=40, description=msg("ui.nt_top_n", lang),
                                  continuous_update=False, style={"description_width": "140px"})
         self.top_n.observe(self._recompute, "value")
         self.prompt = W.Text(value=prompt if isinstance(prompt, str) else "", description="prompt",
@@ -88,17 +84,22 @@ class NextTokenExplorer(Panel):
         self.table.add_class("gs-next-table")
         self.image = W.Image(format="png")
         self.message = W.HTML("")
-        note = ("Distribución del primer token de la respuesta. Cada perilla se aplica en el orden de vLLM: "
-                "penalización → temperatura → min_p → top_k → top_p." if lang == "es" else
-                "Distribution of the answer's first token. The knobs apply in vLLM's order: "
-                "penalty → temperature → min_p → top_k → top_p.")
+        note = msg("ui.nt_order", lang)
         if self.remote:
-            note += (f" (remoto: solo los {_REMOTE_TOP} tokens más probables)" if lang == "es"
-                     else f" (remote: only the {_REMOTE_TOP} most likely tokens)")
+            note += msg("ui.nt_remote_top", lang, n=_REMOTE_TOP)
+        for w in (*self.sliders.values(), self.top_n):
+            w.layout = W.Layout(width="auto", min_width="0")
+        # knobs in two columns, plot beside the table: the whole explorer fits a 800 px high screen
+        knobs = W.GridBox([*self.sliders.values(), self.top_n],
+                          layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))",
+                                          grid_gap="0 12px", width="auto"))
+        self.image.layout = W.Layout(max_width="100%", max_height="430px", flex="0 1 auto")
         self.widget = panel_root("gs-next-token", [
             self.prompt, W.HTML(f'<span style="color:#555">{esc(note)}</span>'),
-            *self.sliders.values(), self.top_n, self.message, self.summary,
-            W.HBox([self.image, self.table], layout=W.Layout(flex_flow="row wrap"))])
+            knobs, self.message, self.summary,
+            W.HBox([self.image, W.Box([self.table], layout=W.Layout(flex="1 1 300px", min_width="0",
+                                                                    max_height="430px", overflow="auto"))],
+                   layout=W.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap="8px"))])
         self.stages: list[sampling.Stage] = []
         self.refresh()
 
@@ -201,7 +202,7 @@ class NextTokenExplorer(Panel):
         self._draw()
 
     def _draw(self) -> None:
-        es = self.lang == "es"
+        lang = self.lang
         raw = self.stages[0].probs
         final = self.probs
         n = min(int(self.top_n.value), raw.size)
@@ -209,15 +210,13 @@ class NextTokenExplorer(Panel):
         alive = int(np.isfinite(self.stages[-1].logits).sum())
         best = int(np.argmax(final))
         self.summary.value = (
-            f"<b>{alive:,}</b> " + ("de" if es else "of") + f" {raw.size:,} tokens "
-            + ("pueden salir" if es else "can be drawn") + " · "
-            + ("el más probable" if es else "most likely") + f": <code>{esc(show_token(self.token(best)))}</code>"
-            + f" (p = {final[best]:.3f})")
+            esc(msg("ui.nt_alive", lang, alive=number(alive, lang), total=number(raw.size, lang)))
+            + f"<code>{esc(show_token(self.token(best)))}</code> (p = {number(float(final[best]), lang, digits=3)})")
         # table: one row per token, one column per stage that is active
         by_name = {s.name: s for s in self.stages}
         stage_cols = [s for s in ("penalties", "temperature", "min_p", "top_k", "top_p") if s in by_name]
-        head = ("<tr><th>token</th><th>p " + t("original", self.lang) + "</th>"
-                + "".join(f"<th>{esc(_STAGE_LABEL[s][0 if es else 1])}</th>" for s in stage_cols)
+        head = ("<tr><th>token</th><th>p " + msg("ui.original", self.lang) + "</th>"
+                + "".join(f"<th>{esc(msg(f'ui.stage.{s}', lang))}</th>" for s in stage_cols)
                 + "<th>p final</th></tr>")
         rows = []
         for i in top:
@@ -229,7 +228,7 @@ class NextTokenExplorer(Panel):
                 elif not gone:  # the stage that removed it
                     gone = True
                     cells.append('<td style="text-align:center;color:#c62828" title="'
-                                 + esc(t("removed", self.lang)) + '">✗</td>')
+                                 + esc(msg("ui.removed", self.lang)) + '">✗</td>')
                 else:
                     cells.append('<td style="text-align:center;color:#bbb">—</td>')
             fp = final[i]
@@ -242,27 +241,26 @@ class NextTokenExplorer(Panel):
     def _figure(self, top: np.ndarray, raw: np.ndarray, final: np.ndarray) -> bytes:
         from matplotlib.figure import Figure
 
-        es = self.lang == "es"
         labels = [show_token(self.token(int(i))) for i in top]
         y = np.arange(len(top))[::-1]
-        fig = Figure(figsize=(6.0, 0.32 * len(top) + 1.2), layout="constrained")
+        fig = Figure(figsize=(4.0, min(4.3, 0.22 * len(top) + 0.9)), layout="constrained")
         ax = fig.add_subplot()
-        ax.barh(y + 0.2, raw[top], height=0.4, color="#b0bec5", label=t("original", self.lang))
+        ax.barh(y + 0.2, raw[top], height=0.4, color="#b0bec5", label=msg("ui.original", self.lang))
         colors = ["#1976d2" if final[i] > 0 else "#ef9a9a" for i in top]
-        ax.barh(y - 0.2, final[top], height=0.4, color=colors, label=t("final", self.lang))
+        ax.barh(y - 0.2, final[top], height=0.4, color=colors, label=msg("ui.final", self.lang))
         for yy, i in zip(y, top):
             if final[i] == 0:
-                ax.text(0, yy - 0.2, " ✗ " + t("removed", self.lang), va="center", color="#c62828", fontsize=8)
+                ax.text(0, yy - 0.2, " ✗ " + msg("ui.removed", self.lang), va="center", color="#c62828", fontsize=8)
         ax.set_yticks(y, labels, fontsize=9)
-        ax.set_xlabel(t("prob", self.lang))
+        ax.set_xlabel(msg("ui.prob", self.lang))
         ax.set_xlim(0, max(1e-9, float(max(raw[top].max(), final[top].max()))) * 1.1)
-        ax.set_title("Distribución del próximo token" if es else "Next-token distribution")
+        ax.set_title(msg("ui.nt_title", self.lang))
         ax.legend(loc="lower right", fontsize=8)
         return figure_png(fig)
 
     def _on_prompt(self, change: dict[str, Any]) -> None:
         if not (change["new"] or "").strip():
-            self.message.value = error_html(msg("empty_prompt", self.lang))  # the bars stay those of the last prompt
+            self.message.value = error_html(msg("params.empty_prompt", self.lang))  # the bars stay those of the last prompt
             return
         self._messages = to_messages(change["new"])
         try:

@@ -18,7 +18,9 @@ import traitlets
 
 from ..errors import ParamsError
 from ..params import GROUPS, Params, ParamSpec
-from ._util import Panel, error_html, esc, explain, msg, panel_root, t, warning_html
+from ..params_text import parse_number, parse_text
+from ._i18n import number
+from ._util import Panel, error_html, esc, explain, msg, panel_root, warning_html
 
 __all__ = ["ParamsPanel", "value_widget", "parse_text", "parse_number", "format_text"]
 
@@ -57,31 +59,6 @@ def value_widget(spec: ParamSpec, lang: str = "es", **kw: Any) -> W.Widget:
     return w
 
 
-def parse_text(spec: ParamSpec, text: str) -> Any:
-    """The value typed in the text box of a json/list/str-or-list parameter (ParamsError if unreadable)."""
-    s = text.strip()
-    if spec.kind == "str|list[str]":
-        try:
-            v = json.loads(s)
-            if isinstance(v, (str, list)):
-                return v
-        except json.JSONDecodeError:
-            pass
-        return text
-    if spec.kind == "list[str]" and not s.startswith("["):
-        return [line for line in text.splitlines() if line.strip()]
-    if spec.kind == "list[int]" and s and not s.startswith("["):
-        s = f"[{s}]"
-    if not s:
-        raise ParamsError(f"{spec.name}: empty; write a JSON value or untick it", field=spec.name, value=text,
-                          key="empty_value")
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError as e:
-        raise ParamsError(f"{spec.name}: invalid JSON: {e}", field=spec.name, value=text, key="json_invalid",
-                          line=e.lineno, col=e.colno) from None
-
-
 def format_text(spec: ParamSpec, value: Any) -> str:
     """How a value of a json/list/str-or-list parameter is written in its text box."""
     if value is None:
@@ -98,6 +75,9 @@ def format_text(spec: ParamSpec, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
+#: ParamsError keys about a combination of fields: a field alone cannot show them
+_CROSS_FIELD = frozenset({"min_gt_max", "needs_logprobs", "no_stream", "continue", "one_guided"})
+
 _UNSET = "unset"  # a boolean's "not sent" option
 
 
@@ -110,27 +90,6 @@ def _fmt_number(spec: ParamSpec, v: Any) -> str:
     d = max(_decimals(spec.step), 2)
     text = f"{float(v):.{d}f}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
-
-
-def parse_number(spec: ParamSpec, text: str) -> Any:
-    """What a number box holds, read by the parameter's kind; ParamsError (as typed) when it is not one.
-
-    An int parameter refuses 2.5 instead of rounding it; a decimal comma (0,7) is read as a point.
-    """
-    s = text.strip()
-    if not s:
-        raise ParamsError(f"{spec.name}: empty; write a value or untick it", field=spec.name, value=text,
-                          key="empty_value", typed=text)
-    try:
-        if spec.kind == "int":
-            return int(s)
-        v = float(s.replace(",", ".")) if s.count(",") == 1 and "." not in s else float(s)
-        if not math.isfinite(v):
-            raise ValueError
-        return v
-    except ValueError:
-        raise ParamsError(f"{spec.name}={text.strip()} is not allowed: not {'an integer' if spec.kind == 'int' else 'a number'}"
-                          f" (allowed: {spec.kind})", field=spec.name, value=text, key="type", typed=s) from None
 
 
 class _Control:
@@ -147,7 +106,7 @@ class _Control:
         self._sync = False
         help_text = spec.help(lang)
         self.set_box = W.Checkbox(value=False, description="", indent=False,
-                                  tooltip=f"{help_text}\n\n{t('set_tip', lang)}",
+                                  tooltip=f"{help_text}\n\n{msg('ui.set_tip', lang)}",
                                   layout=W.Layout(width="22px", min_width="22px", margin="0 4px 0 0"))
         self.set_box.add_class(f"gs-set-{spec.name}")
         self.name_label = W.HTML(f'<span class="gs-param-name" title="{esc(spec.name)}: {esc(help_text)}">'
@@ -162,19 +121,19 @@ class _Control:
             if spec.ui_min is not None and spec.ui_max is not None:
                 # no readout: the number box beside it is the readout, and takes values beyond the slider
                 self.slider = value_widget(spec, lang, description="", readout=False,
-                                           layout=W.Layout(width="auto", flex="1 1 90px", min_width="70px"))
+                                           layout=W.Layout(width="auto", flex="1 1 90px", min_width="40px"))
                 parts.append(self.slider)
             self.text = W.Text(value=_fmt_number(spec, _start_value(spec)), continuous_update=False,
-                               tooltip=help_text, layout=W.Layout(width="74px", flex="0 0 74px"))
+                               tooltip=help_text, layout=W.Layout(width="64px", flex="0 0 64px"))
             parts.append(self.text)
             self.input = self.text
         elif k == "bool":
             default = spec.server_default
-            shown = t("yes" if default else "no", lang) if default is not None else t("server", lang)
+            shown = msg("ui.yes" if default else "ui.no", lang) if default is not None else msg("ui.server", lang)
             # one control: "not sent" (the server's default, named), yes or no
             # (ipywidgets shows a Dropdown whose value is None as empty: the options are strings)
-            self.input = W.Dropdown(options=[(t("unset", lang).format(default=shown), _UNSET),
-                                             (t("yes", lang), "true"), (t("no", lang), "false")],
+            self.input = W.Dropdown(options=[(msg("ui.unset", lang).format(default=shown), _UNSET),
+                                             (msg("ui.yes", lang), "true"), (msg("ui.no", lang), "false")],
                                     value=_UNSET, tooltip=help_text,
                                     layout=W.Layout(width="auto", flex="1 1 120px", min_width="100px"))
             parts.append(self.input)
@@ -194,17 +153,18 @@ class _Control:
             parts.append(self.input)
         self.input.add_class(f"gs-input-{spec.name}")
         default = spec.server_default
-        full = t("server_decides", lang) if default is None else json.dumps(default)
-        short = t("server", lang) if default is None else json.dumps(default)
+        full = msg("ui.server_decides", lang) if default is None else json.dumps(default)
+        short = msg("ui.server", lang) if default is None else json.dumps(default)
         self.default_label = W.HTML(
             f'<span style="color:#888;font-size:smaller;white-space:nowrap" '
-            f'title="{esc(t("default", lang))}: {esc(full)}">({esc(short)})</span>',
+            f'title="{esc(msg("ui.default", lang))}: {esc(full)}">({esc(short)})</span>',
             layout=W.Layout(margin="0 0 0 4px", flex="0 0 auto"))
         name_box = W.HBox([self.name_label] if self.is_bool else [self.set_box, self.name_label],
-                          layout=W.Layout(width="150px", flex="0 1 150px", min_width="90px", align_items="center"))
+                          layout=W.Layout(width="160px", flex="0 1 160px", min_width="90px", align_items="center"))
         tail = [] if self.is_bool else [self.default_label]
+        # label, control and default on one line: the controls shrink instead of wrapping
         self.row = W.HBox([name_box, *parts, *tail],
-                          layout=W.Layout(align_items="center", flex_flow="row wrap", width="auto"))
+                          layout=W.Layout(align_items="center", flex_flow="row nowrap", width="auto"))
         self.row.add_class("gs-param-row")
         self.row.add_class(f"gs-param-{spec.name}")
         self.message = W.HTML("", layout=W.Layout(margin="0 0 2px 0"))
@@ -340,6 +300,8 @@ class ParamsPanel(Panel):
     """
 
     value = traitlets.Instance(Params)
+    #: the refusal of the values as they are now ("" when they are valid); changes on every edit
+    problem = traitlets.Unicode("")
 
     def __init__(self, params: Params | None = None,
                  groups: Iterable[str] = GROUPS, lang: str = "es",
@@ -368,8 +330,11 @@ class ParamsPanel(Panel):
                 self.controls[spec.name] = c
                 rows.append(c.box)
             sections.append(W.VBox(rows, layout=W.Layout(width="auto")))
-        self.accordion = W.Accordion(children=sections, titles=tuple(t(g, lang) for g in groups),
-                                     selected_index=0 if sections else None)
+        # one accordion per group: several can be open at once
+        self.sections = [W.Accordion([box], titles=(msg(f"ui.{g}", lang),), selected_index=0 if i == 0 else None,
+                                     layout=W.Layout(width="auto"))
+                         for i, (g, box) in enumerate(zip(groups, sections))]
+        self.accordion = W.VBox(self.sections, layout=W.Layout(width="auto"))
         self.message = W.HTML("")
         self.message.add_class("gs-params-error")
         self.widget = panel_root("gs-params-panel", [self.accordion, self.message], width="auto")
@@ -438,40 +403,52 @@ class ParamsPanel(Panel):
                     data[name] = c.read()
                 except ParamsError as e:
                     bad[name] = explain(e, self.lang)
+        # every field on its own first, so every invalid field is marked at once
+        for name in self.controls:
+            if name in data and name not in bad:
+                try:
+                    Params(**{name: data[name]})
+                except ParamsError as e:
+                    if e.key not in _CROSS_FIELD:
+                        bad[name] = self._explain_typed(e)
         error: str | None = None
         p: Params | None = None
-        if bad:
-            error = next(iter(bad.values()))
-        else:
+        if not bad:
             try:
                 p = Params(**data)
             except ParamsError as e:
-                c = self.controls.get(e.field or "")
-                if c is not None and c.spec.kind in ("float", "int"):
-                    e.ctx["typed"] = c.input.value.strip()  # as typed, not as Python reads it
-                error = explain(e, self.lang)
+                error = self._explain_typed(e)
                 if e.field in self.controls:
                     bad[e.field] = error
+        if bad:
+            error = "\n".join(dict.fromkeys(bad.values()))
         warns = self._check_unusual(p) if p is not None else {}
         for name, c in self.controls.items():
             c.mark(bad.get(name), warns.get(name))
         self._warnings = list(warns.values())
         self._error = error
+        self.problem = error or ""
         self.message.value = error_html(error) if error else ""
         if p is not None:
             self.value = p
+
+    def _explain_typed(self, e: ParamsError) -> str:
+        c = self.controls.get(e.field or "")
+        if c is not None and c.spec.kind in ("float", "int"):
+            e.ctx["typed"] = c.input.value.strip()  # as typed, not as Python reads it
+        return explain(e, self.lang)
 
     def _check_unusual(self, p: Params) -> dict[str, str]:
         """Values vLLM allows that are seldom meant: {field: warning}."""
         out: dict[str, str] = {}
         lang = self.lang
         if p.temperature is not None and p.temperature > 2:
-            out["temperature"] = msg("warn_temperature", lang, typed=_fmt_number(Params.spec("temperature"),
+            out["temperature"] = msg("params.warn_temperature", lang, typed=_fmt_number(Params.spec("temperature"),
                                                                                   p.temperature))
         vocab = self.limits.get("vocab_size")
         if vocab and p.top_k is not None and p.top_k > vocab:
-            out["top_k"] = msg("warn_top_k", lang, typed=p.top_k, vocab=f"{vocab:,}")
+            out["top_k"] = msg("params.warn_top_k", lang, typed=p.top_k, vocab=number(vocab, lang))
         n_ctx = self.limits.get("n_ctx")
         if n_ctx and p.max_tokens is not None and p.max_tokens > n_ctx:
-            out["max_tokens"] = msg("warn_max_tokens", lang, typed=p.max_tokens, n_ctx=f"{n_ctx:,}")
+            out["max_tokens"] = msg("params.warn_max_tokens", lang, typed=p.max_tokens, n_ctx=number(n_ctx, lang))
         return out

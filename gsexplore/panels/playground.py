@@ -23,7 +23,10 @@ from ..completion import Completion, Messages
 from ..errors import GSExploreError, ParamsError
 from ..params import GROUPS, Params
 from . import codegen
-from ._util import COLUMNS, BackgroundRun, Panel, error_html, esc, explain, msg, panel_root, t
+from ._i18n import PanelRefusal
+from ._util import BackgroundRun, Panel, column, error_html, esc, explain, msg, panel_root
+from ._i18n import number
+from .chat_session import ChatSession
 from .backend_panel import BackendPanel
 from .guided_panel import GuidedPanel, check_text
 from .params_panel import ParamsPanel
@@ -31,6 +34,8 @@ from .params_panel import ParamsPanel
 __all__ = ["Playground"]
 
 _PUSH_EVERY_S = 0.08  # how often streamed text is sent to the browser
+#: The answer's token limit unless the caller gives one: a class never waits minutes for a rambling answer.
+DEFAULT_MAX_TOKENS = 256
 #: Guided fields are edited in the GuidedPanel, stream is always on here.
 _GUIDED = tuple(s.name for s in Params.specs() if s.group == "guided")
 
@@ -52,10 +57,13 @@ class Playground(BackgroundRun, Panel):
         super().__init__(value=None)
         self.lang = lang
         params = params if params is not None else Params()
-        self._turns: Messages = []       # finished user/assistant turns
-        self._rows: list[dict[str, Any]] = []
+        if params.max_tokens is None:
+            params = params.replace(max_tokens=DEFAULT_MAX_TOKENS)  # visible in the panel; untick it for none
+        #: the conversation this panel shows (the model; the widgets are its view)
+        self.session = ChatSession(system=system)
         self._init_run()
         self._sent: Messages = []
+        self._refused = False  # whether the message under Run is a refusal of the parameters
         self._run_params: Params | None = None
 
         self.backend_panel = BackendPanel(backend, lang=lang)
@@ -64,26 +72,25 @@ class Playground(BackgroundRun, Panel):
             groups=[g for g in GROUPS if g != "guided"], lang=lang, exclude=("stream",))
         self.guided_panel = GuidedPanel(params, lang=lang)
 
-        self.system = W.Textarea(value=system, rows=2, placeholder=t("system", lang) + "…",
-                                 description=t("system", lang), layout=W.Layout(width="auto"))
+        self.system = W.Textarea(value=system, rows=2, placeholder=msg("ui.system", lang) + "…",
+                                 description=msg("ui.system", lang), layout=W.Layout(width="auto"))
         self.system.add_class("gs-system")
         self.chat = W.HTML("")
         self.chat.add_class("gs-chat")
-        self.user = W.Textarea(value=user, rows=3, continuous_update=True, description=t("user", lang),
-                               placeholder=("Escribí tu mensaje (vacío: repetir la última respuesta)" if lang == "es"
-                                            else "Type your message (empty: generate the last answer again)"),
+        self.user = W.Textarea(value=user, rows=3, continuous_update=True, description=msg("ui.user", lang),
+                               placeholder=msg("ui.user_placeholder", lang),
                                layout=W.Layout(width="auto"))
         self.user.add_class("gs-user")
-        self.run_button = W.Button(description=t("run", lang), button_style="primary", icon="play")
+        self.run_button = W.Button(description=msg("ui.run", lang), button_style="primary", icon="play")
         self.run_button.add_class("gs-run")
-        self.stop_button = W.Button(description=t("stop", lang), button_style="danger", icon="stop", disabled=True)
+        self.stop_button = W.Button(description=msg("ui.stop", lang), button_style="danger", icon="stop", disabled=True)
         self.stop_button.add_class("gs-stop")
-        self.clear_button = W.Button(description=t("clear", lang), icon="trash",
+        self.clear_button = W.Button(description=msg("ui.clear", lang), icon="trash",
                                       layout=W.Layout(width="auto", flex="0 0 auto"))
         self.clear_button.add_class("gs-clear")
         self.reasoning = W.HTML("")
         self.reasoning.add_class("gs-reasoning")
-        self.reasoning_box = W.Accordion([self.reasoning], titles=(t("reasoning", lang),), selected_index=None,
+        self.reasoning_box = W.Accordion([self.reasoning], titles=(msg("ui.reasoning", lang),), selected_index=None,
                                          layout=W.Layout(width="auto"))
         self.answer = W.HTML("")
         self.answer.add_class("gs-answer")
@@ -99,28 +106,37 @@ class Playground(BackgroundRun, Panel):
             w.add_class(f"gs-code-{name.lower()}")
         code_tabs = W.Tab(list(self.code.values()), titles=tuple(self.code))
         code_tabs.add_class("gs-code")
-        self.history_table = W.HTML("")
+        self.history_table = _history_table(lang)
         self.history_table.add_class("gs-history-tab")
         self.tabs = W.Tab([self.params_panel.widget, self.guided_panel.widget, code_tabs, self.history_table],
-                          titles=(t("params", lang), t("guided_tab", lang), t("code", lang),
-                                  t("history", lang)),
+                          titles=(msg("ui.params", lang), msg("ui.guided_tab", lang), msg("ui.code", lang),
+                                  msg("ui.history", lang)),
                           selected_index=0, layout=W.Layout(width="auto"))
-        backend_box = W.Accordion([self.backend_panel.widget], titles=(t("backend", lang),),
+        backend_box = W.Accordion([self.backend_panel.widget], titles=(msg("ui.backend", lang),),
                                   selected_index=None if backend is not None else 0, layout=W.Layout(width="auto"))
         self.backend_title = backend_box
+        self.answer_box = W.VBox([self.message, self.reasoning_box, W.HTML(f"<b>{esc(msg('ui.answer', lang))}</b>"),
+                                  self.stale, self.answer, self.stats], layout=W.Layout(width="auto"))
+        self.answer_box.add_class("gs-answer-box")
         chat_col = W.VBox([backend_box, self.system, self.chat, self.user,
                            W.HBox([self.run_button, self.stop_button, self.clear_button],
                                   layout=W.Layout(flex_flow="row wrap")),
-                           self.message, self.reasoning_box,
-                           W.HTML(f"<b>{esc(t('answer', lang))}</b>"), self.stale, self.answer, self.stats],
+                           self.answer_box],
                           layout=W.Layout(flex="1 1 380px", min_width="300px", padding="0 8px 0 0"))
-        side = W.VBox([self.tabs], layout=W.Layout(flex="1 1 380px", min_width="300px"))
+        chat_col.add_class("gs-chat-col")
+        # the controls scroll inside their column: the answer beside them stays on screen (1280x800)
+        side = W.VBox([self.tabs], layout=W.Layout(flex="1 1 380px", min_width="300px", max_height="600px",
+                                                   overflow_y="auto"))
+        side.add_class("gs-controls-col")
         self.widget = panel_root("gs-playground", [chat_col, side], box=W.HBox, flex_flow="row wrap", width="100%")
 
         self.run_button.on_click(lambda _b: self._click_run())
         self.stop_button.on_click(lambda _b: self.stop())
         self.clear_button.on_click(lambda _b: self.clear())
         self.params_panel.observe(self._refresh_code, names="value")
+        self.params_panel.observe(self._refresh_refusal, names="problem")
+        self.guided_panel.observe(self._refresh_refusal, names="value")
+        self.system.observe(lambda c: setattr(self.session, "system", c["new"]), names="value")
         self.guided_panel.observe(self._refresh_code, names="value")
         self.backend_panel.observe(self._on_backend, names="backend")
         for w in (self.system, self.user):
@@ -156,19 +172,12 @@ class Playground(BackgroundRun, Panel):
 
     def messages(self) -> Messages:
         """What the next Run sends: system, the finished turns, and the message box (or a regeneration)."""
-        msgs: Messages = []
-        if self.system.value.strip():
-            msgs.append({"role": "system", "content": self.system.value})
-        text = self.user.value
-        if text.strip():
-            return msgs + self._turns + [{"role": "user", "content": text}]
-        turns = self._turns[:-1] if self._turns and self._turns[-1]["role"] == "assistant" else self._turns
-        return msgs + turns
+        return self.session.messages(self.user.value)
 
     @property
     def history(self) -> pd.DataFrame:
         """One row per run: Completion.to_row() plus run number and whether it was stopped."""
-        return pd.DataFrame(self._rows)
+        return self.session.history
 
     def request_body(self) -> dict[str, Any]:
         """The JSON body the next Run corresponds to (no key, none is ever here)."""
@@ -180,16 +189,16 @@ class Playground(BackgroundRun, Panel):
     def run(self, wait: bool = False) -> Completion | threading.Thread | None:
         """Generate the answer: in a thread (returned), or wait=True to block and return the Completion."""
         if self.running:
-            raise GSExploreError(msg("already_running", self.lang))
+            raise PanelRefusal("params.already_running")
         backend = self.backend
         if backend is None:
-            raise GSExploreError(t("no_backend", self.lang))
+            raise PanelRefusal("ui.no_backend")
         if self.error:
-            raise ParamsError(self.error)
+            raise ParamsError(self.error, key="as_shown", text=self.error)
         params = self.params
         messages = self.messages()
         if not messages or messages[-1]["role"] != "user":
-            raise GSExploreError(msg("no_message", self.lang))
+            raise PanelRefusal("params.no_message")
         new_turn = bool(self.user.value.strip())
         self._sent = messages
         self._run_params = params
@@ -197,9 +206,9 @@ class Playground(BackgroundRun, Panel):
         self.answer.value = ""
         self.stale.value = ""
         self.reasoning.value = ""
-        self.reasoning_box.set_title(0, t("reasoning", self.lang))
+        self.reasoning_box.set_title(0, msg("ui.reasoning", self.lang))
         self.message.value = ""
-        self.stats.value = f"<i>{esc(t('running', self.lang))}</i>"
+        self.stats.value = f"<i>{esc(msg('ui.running', self.lang))}</i>"
         self.run_button.disabled = True
         self.stop_button.disabled = False
         return self._start(lambda: self._work(backend, messages, params, new_turn), "gsexplore-playground", wait)
@@ -209,14 +218,14 @@ class Playground(BackgroundRun, Panel):
         if self.running:
             self.stop()
             self.wait(10)
-        self._turns = []
+        self.session.clear()
         self.answer.value = self.reasoning.value = self.stats.value = ""
         self._render_chat([])
         self._refresh_code()
 
     def __repr__(self) -> str:
         return (f"Playground(backend={self.backend!r}, params={self.params!r}, "
-                f"turns={len(self._turns) // 2}, runs={len(self._rows)})")
+                f"turns={len(self.session.turns) // 2}, runs={len(self.session.rows)})")
 
     # --- the worker thread ---------------------------------------------------------------
     def _work(self, backend: Backend, messages: Messages, params: Params, new_turn: bool) -> None:
@@ -270,9 +279,9 @@ class Playground(BackgroundRun, Panel):
     def _finish(self, c: Completion, messages: Messages, new_turn: bool, stopped: bool) -> None:
         self._show_text(c.reasoning_content or "", c.content or "", streaming=False)
         n_reason = c.usage.reasoning_tokens
-        self.reasoning_box.set_title(0, t("reasoning", self.lang)
-                                     + (f" ({n_reason} token{'s' if n_reason != 1 else ''})" if n_reason else "")
-                                     + ("" if c.reasoning_content else " — " + ("vacío" if self.lang == "es" else "empty")))
+        self.reasoning_box.set_title(0, msg("ui.reasoning", self.lang)
+                                     + (msg("ui.reasoning_tokens", self.lang, n=n_reason) if n_reason else "")
+                                     + ("" if c.reasoning_content else " — " + msg("ui.empty_reasoning", self.lang)))
         valid = None
         why = ""
         asked = c.params if c.params.guided_kind is not None else self._run_params
@@ -280,16 +289,11 @@ class Playground(BackgroundRun, Panel):
             try:
                 valid, why = check_text(c, asked)
             except Exception as e:  # noqa: BLE001 - the answer matters more than its check
-                why = str(e)
+                why = explain(e, self.lang)
         self.stats.value = self._stats_html(c, stopped, valid, why)
-        row = {"run": len(self._rows) + 1, **c.to_row(), "stopped": stopped, "guided_valid": valid}
-        self._rows.append(row)
-        if not stopped:
-            # the answer joins the conversation; a regeneration replaces the last one
-            self._turns = [m for m in messages if m["role"] != "system"] + [
-                {"role": "assistant", "content": c.content or ""}]
-            if new_turn:
-                self.user.value = ""
+        self.session.record(c, messages, stopped, valid)
+        if not stopped and new_turn:
+            self.user.value = ""
         self._render_history()
         self._refresh_code()
         self.value = c
@@ -305,24 +309,23 @@ class Playground(BackgroundRun, Panel):
 
     def _stats_html(self, c: Completion, stopped: bool, valid: bool | None, why: str) -> str:
         u = c.usage
-        es = self.lang == "es"
+        lang = self.lang
         parts = [f"finish_reason: <b>{esc(str(c.finish_reason))}</b>"
-                 + (f" ({esc(t('stopped', self.lang))})" if stopped else "")]
+                 + (f" ({esc(msg('ui.stopped', lang))})" if stopped else "")]
         if u.prompt_tokens is not None or u.completion_tokens is not None:
-            parts.append(f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} "
-                         + ("respuesta" if es else "completion")
-                         + (f" ({u.reasoning_tokens} " + ("de razonamiento" if es else "reasoning") + ")"
-                            if u.reasoning_tokens else ""))
+            parts.append(esc(msg("ui.tokens_line", lang, prompt=u.prompt_tokens, completion=u.completion_tokens)
+                             + (msg("ui.tokens_reasoning", lang, n=u.reasoning_tokens) if u.reasoning_tokens else "")))
         if c.latency_s is not None:
-            parts.append(("latencia" if es else "latency") + f": {c.latency_s:.2f} s")
+            parts.append(esc(msg("ui.latency", lang, s=number(round(c.latency_s, 2), lang, digits=2))))
         if c.ttft_s is not None:
-            parts.append(f"TTFT: {c.ttft_s:.2f} s")
+            parts.append(f"TTFT: {number(round(c.ttft_s, 2), lang, digits=2)} s")
         if c.tokens_per_s:
-            parts.append(f"{c.tokens_per_s:.1f} tok/s")
+            parts.append(f"{number(round(c.tokens_per_s, 1), lang, digits=1)} tok/s")
         if valid is not None:
-            parts.append(('<span style="color:#2e7d32">✔ ' + t("valid", self.lang) + "</span>") if valid else
-                         ('<span style="color:#c62828">✘ ' + t("not_valid", self.lang)
-                          + (f": {esc(why)}" if why else "") + "</span>"))
+            parts.append(('<span style="color:#2e7d32">✔ ' + esc(msg("ui.valid", lang)) + "</span>") if valid else
+                         # the checker's reason is English (xgrammar's words): a tooltip, not the text
+                         (f'<span style="color:#c62828" title="{esc(why)}">✘ ' + esc(msg("ui.not_valid", lang))
+                          + "</span>"))
         return '<div class="gs-stats-line" style="color:#555;font-size:smaller">' + " · ".join(parts) + "</div>"
 
     def _render_chat(self, messages: Messages) -> None:
@@ -332,7 +335,7 @@ class Playground(BackgroundRun, Panel):
             return
         rows = []
         for m in shown:
-            who = t("user" if m["role"] == "user" else "assistant", self.lang)
+            who = msg("ui.user" if m["role"] == "user" else "ui.assistant", self.lang)
             color = "#eef3fb" if m["role"] == "user" else "#f5f5f5"
             rows.append(f'<div style="background:{color};padding:4px 8px;margin:2px 0;border-radius:4px;'
                         f'white-space:pre-wrap"><b>{esc(who)}:</b> {esc(str(m.get("content") or ""))}</div>')
@@ -342,15 +345,13 @@ class Playground(BackgroundRun, Panel):
         df = self.history
         cols = [c for c in ("run", "finish_reason", "completion_tokens", "latency_s", "temperature", "top_p",
                             "top_k", "max_tokens", "content") if c in df.columns]
-        view = df[cols].tail(20).copy()
+        view = df[cols].tail(50).copy()
         if "content" in view:
-            view["content"] = view["content"].fillna("").str.slice(0, 80)
-        es = self.lang == "es"
-        view = view.rename(columns={c: COLUMNS[c][0 if es else 1] for c in view.columns if c in COLUMNS})
-        # fixed layout, text wrapped inside its cell: the table is as wide as the tab, never wider
-        self.history_table.value = ('<div class="gs-table-wrap">'
-                                    + view.to_html(index=False, float_format=lambda x: f"{x:.3g}", na_rep="",
-                                                   classes="gs-history", border=0) + "</div>")
+            view["content"] = _truncate(view["content"], 60)
+        if "latency_s" in view:
+            view["latency_s"] = pd.to_numeric(view["latency_s"], errors="coerce").round(2)
+        view = view.astype(object).where(view.notna(), "")
+        self.history_table.df = view.rename(columns={c: column(c, self.lang) for c in view.columns})
 
     def _target(self) -> tuple[str | None, str | None, str]:
         b = self.backend
@@ -370,13 +371,14 @@ class Playground(BackgroundRun, Panel):
         except GSExploreError as e:
             self.message.value = error_html(explain(e, self.lang))
             return
-        copy = t("copy", self.lang)
+        copy = msg("ui.copy", self.lang)
         for name, text in code.items():
+            # the button sits on its own line above the code: it never covers the URL
             self.code[name].value = (
-                '<div style="position:relative">'
-                '<button title="copy" style="position:absolute;right:4px;top:4px" '
-                "onclick=\"navigator.clipboard.writeText(this.parentElement.querySelector('pre').innerText)\">"
-                f"📋 {esc(copy)}</button>"
+                '<div><div style="text-align:right">'
+                f'<button title="{esc(copy)}" '
+                "onclick=\"navigator.clipboard.writeText(this.parentElement.parentElement.querySelector('pre').innerText)\">"
+                f"📋 {esc(copy)}</button></div>"
                 f'<pre style="white-space:pre-wrap;font-size:12px;background:#f7f7f7;padding:8px;'
                 f'user-select:all">{esc(text)}</pre></div>')
 
@@ -390,11 +392,38 @@ class Playground(BackgroundRun, Panel):
                 pass
         self._refresh_code()
 
+    def _refresh_refusal(self, change: Any = None) -> None:
+        """A refusal on screen is recomputed on every edit: it says what is wrong now, or goes."""
+        if not self._refused:
+            return
+        self.message.value = error_html(self.error) if self.error else ""
+        self._refused = bool(self.error)
+
     def _click_run(self) -> None:
+        self._refused = False
         try:
             self.run(wait=False)
         except GSExploreError as e:
+            self._refused = isinstance(e, ParamsError)
             self.message.value = error_html(explain(e, self.lang))
             if self.answer.value:  # the answer shown is not what these parameters would give
                 self.stale.value = (f'<div class="gs-stale-note" style="color:#8a5a00;font-size:smaller">'
-                                    f'{esc(t("stale", self.lang))}</div>')
+                                    f'{esc(msg("ui.stale", self.lang))}</div>')
+
+
+def _truncate(texts: pd.Series, n: int) -> pd.Series:
+    """Texts on one line, cut at ``n`` characters with an ellipsis (the full text is in `.history`)."""
+    one = texts.fillna("").astype(str).str.replace("\n", " ", regex=False)
+    return one.where(one.str.len() <= n, one.str.slice(0, n - 1) + "…")
+
+
+def _history_table(lang: str) -> W.Widget:
+    """The Historial tab: itables' DataTable (sortable, its columns as wide as their text allows)."""
+    from itables.widget import ITable
+
+    from ._table import datatables_language
+
+    table = ITable(df=pd.DataFrame({"": []}), classes="display compact", language=datatables_language(lang),
+                   pageLength=10, lengthMenu=[10, 25, 50], scrollX=True, autoWidth=False)
+    table.layout.width = "auto"
+    return table

@@ -20,7 +20,7 @@ from ..branch import Branch, branch
 from ..completion import Completion
 from ..params import Params
 from ..tokens import Tokens
-from ._util import start_thread
+from ._util import explain, msg, start_thread
 
 __all__ = ["TokenView"]
 
@@ -179,11 +179,11 @@ class TokenView(anywidget.AnyWidget):
             return
 
         def work() -> None:
-            self.status = "Generando la rama…" if self.lang == "es" else "Generating the branch…"
+            self.status = msg("ui.branching", self.lang)
             try:
                 self.choose(int(req["index"]), str(req["token"]))
                 self.status = ""
             except Exception as exc:  # shown in the view; the kernel stays responsive
-                self.status = f"{type(exc).__name__}: {exc}"
+                self.status = explain(exc, self.lang)
 
         start_thread(work, "gs-tokenview-branch")  # never block the kernel's loop while generating

@@ -163,10 +163,11 @@ def sweep(
     df.attrs.clear()
     df.attrs.update(attrs)
     if progress:
-        show_outcome(outcome)
+        show_outcome(outcome, seconds=elapsed)
     if interrupted:
-        how = (msg("sweep.resume_store", store=str(st.path)) if st is not None else msg("sweep.resume_hint"))
-        warnings.warn(msg("sweep.interrupted", done=runner.finished, todo=sp.n_todo, remaining=remaining, how=how),
+        how = (msg("sweep.resume_store", store=repr(str(st.path))) if st is not None else msg("sweep.resume_hint"))
+        warnings.warn(msg("sweep.interrupted_warning", done=runner.finished, total=sp.n_todo, remaining=remaining,
+                          how=how),
                       stacklevel=2)
     elif outcome["total"] and not outcome["ok"] and on_error != "keep":
         fe = outcome["first_error"] or {}

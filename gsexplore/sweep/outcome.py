@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import APIError, GSExploreError, ParamsError
-from ..i18n import msg, number
+from ..i18n.explain import outcome_text
 from .redact import redact
 
 __all__ = ["sweep_outcome", "error_info", "outcome_line", "show_outcome", "SweepFailed"]
@@ -82,23 +82,9 @@ def sweep_outcome(df: pd.DataFrame, errors: dict[tuple, dict[str, Any]] | None =
             "first_error": first}
 
 
-def outcome_line(outcome: dict[str, Any], lang: str | None = None) -> str:
+def outcome_line(outcome: dict[str, Any], lang: str | None = None, seconds: float | None = None) -> str:
     """The outcome in one sentence of the message catalogue (`gsexplore.i18n.language()`)."""
-    if not outcome["total"]:
-        return msg("sweep.outcome_none", lang)
-    if not outcome["failed"]:
-        return msg("sweep.outcome_ok", lang, ok=number(outcome["ok"], lang), total=number(outcome["total"], lang))
-    fe = outcome["first_error"] or {}
-    status = f" {fe['status']}" if fe.get("status") else ""
-    first = msg("sweep.outcome_first", lang, type=fe.get("type", "?"), status=status,
-                message=_short(fe.get("message", "")))
-    return msg("sweep.outcome_failed", lang, ok=number(outcome["ok"], lang), total=number(outcome["total"], lang),
-               failed=number(outcome["failed"], lang), first=first)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = _STATUS.sub("", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return outcome_text(outcome, lang, seconds)
 
 
 def _in_notebook() -> bool:
@@ -107,9 +93,9 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def show_outcome(outcome: dict[str, Any], lang: str | None = None) -> None:
+def show_outcome(outcome: dict[str, Any], lang: str | None = None, seconds: float | None = None) -> None:
     """Say the outcome: an HTML line in a notebook (red when anything failed), else a line on stdout."""
-    line = outcome_line(outcome, lang)
+    line = outcome_line(outcome, lang, seconds)
     if _in_notebook():
         from IPython.display import HTML, display
 

@@ -132,13 +132,13 @@ class SweepPlan:
     def describe(self, lang: str | None = None) -> str:
         """One line: requests, tokens, what the store already has (in `gsexplore.i18n.language()`)."""
         done = self.n_requests - self.n_todo
-        ctok = (msg("sweep.plan_ctok_max", lang, n=number(self.completion_tokens_max, lang))
-                if self.completion_tokens_max is not None else msg("sweep.plan_ctok_unknown", lang))
-        in_store = (msg("sweep.plan_in_store", lang, done=number(done, lang), total=number(self.n_requests, lang))
+        ctok = (number(self.completion_tokens_max, lang) if self.completion_tokens_max is not None
+                else msg("sweep.tokens_unknown", lang))
+        in_store = (msg("sweep.plan_in_store", lang, in_store=number(done, lang), total=number(self.n_requests, lang))
                     if done else "")
-        return msg("sweep.plan", lang, id=self.sweep_id, todo=number(self.n_todo, lang), in_store=in_store,
+        return msg("sweep.plan", lang, sweep_id=self.sweep_id, requests=number(self.n_todo, lang) + in_store,
                    settings=len(self.settings), prompts=len(self.prompts), backends=len(self.backends),
-                   repeats=self.repeats, ptok=number(self.prompt_tokens_est, lang), ctok=ctok)
+                   repeats=self.repeats, prompt_tokens=number(self.prompt_tokens_est, lang), completion_tokens=ctok)
 
     def to_frame(self) -> pd.DataFrame:
         """The planned requests as rows (no results), for checking a sweep before running it."""
