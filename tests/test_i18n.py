@@ -18,7 +18,7 @@ from gsexplore import panels
 from gsexplore.i18n import LANGUAGES, explain, explain_row, msg, number, outcome_text
 from gsexplore.i18n import en, es
 from gsexplore.params import Params
-from gsexplore.server import ServerThread, create_app
+from gsexplore.serve import ServerThread, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

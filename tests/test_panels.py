@@ -772,7 +772,7 @@ def test_sweep_builder_says_failures_first_in_red_with_the_cause_next_to_the_ans
 
 
 def test_sweep_builder_draws_no_plot_when_every_request_failed(tiny: Backend) -> None:
-    from gsexplore.server import ServerThread, create_app
+    from gsexplore.serve import ServerThread, create_app
 
     with ServerThread(create_app([tiny], api_keys={"clave-de-clase"})) as srv:
         wrong = gs.RemoteBackend(srv.url, api_key="otra", model="tiny-qwen3", max_retries=0)
