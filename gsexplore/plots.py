@@ -24,31 +24,20 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .i18n import msg
 from .metrics import MEASURES, METRICS, mean_ci, with_metric
 
 __all__ = ["plot", "line", "distribution", "heatmap", "forest", "plot_backends", "save"]
 
 Kind = Literal["line", "box", "violin", "strip", "heatmap", "compare", "agreement", "transfer"]
 
-_WORDS = {
-    "vs": {"en": "vs", "es": "según"},
-    "by": {"en": "by", "es": "por"},
-    "unset": {"en": "(not set)", "es": "(sin fijar)"},
-    "backend": {"en": "backend", "es": "backend"},
-    "mean": {"en": "mean", "es": "media"},
-    "diff": {"en": "difference from", "es": "diferencia con"},
-}
-
-
 def _w(word: str, lang: str) -> str:
-    return _WORDS[word].get(lang, _WORDS[word]["en"])
+    return msg(f"plot.{word}", lang)
 
 
-#: Spanish labels of the columns most plotted (parameters keep their API names in English).
-_ES = {"temperature": "temperatura", "repetition_penalty": "penalización por repetición",
-       "presence_penalty": "penalización por presencia", "frequency_penalty": "penalización por frecuencia",
-       "max_tokens": "máx. de tokens", "min_tokens": "mín. de tokens", "prompt_id": "prompt", "seed": "semilla",
-       "repeat": "repetición", "model": "modelo"}
+#: parameters and columns with a label of their own in the catalogue (the rest keep their API names)
+_LABELLED = ("temperature", "repetition_penalty", "presence_penalty", "frequency_penalty", "max_tokens",
+             "min_tokens", "prompt_id", "seed", "repeat", "model")
 
 
 def label(name: str, lang: str = "en") -> str:
@@ -56,7 +45,7 @@ def label(name: str, lang: str = "en") -> str:
     m = METRICS.get(name) or MEASURES.get(name)
     if m:
         return m.label(lang)
-    return _ES.get(name, name) if lang == "es" else name
+    return msg(f"plot.label.{name}", lang) if name in _LABELLED else name
 
 
 def _fmt(v: Any, lang: str = "en") -> str:
@@ -134,8 +123,7 @@ def line(df: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Axes | No
     if not numeric_x:
         ax.set_xticks([pos[v] for v in xlevels], [_fmt(v, lang) for v in xlevels])
     ax.set_xlabel(label(x, lang))
-    ax.set_ylabel(f"{label(y, lang)} ({_w('mean', lang)}, IC 95%)" if lang == "es"
-                  else f"{label(y, lang)} (mean, 95% CI)")
+    ax.set_ylabel(f"{label(y, lang)} ({_w('mean', lang)}, {_w('ci95', lang)})")
     if hue:
         ax.legend(title=label(hue, lang))
     _title(ax, y, x, hue, lang, title)
@@ -273,8 +261,7 @@ def forest(df: pd.DataFrame, x: str | None = None, y: str | list[str] | None = N
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
     base = _fmt(out.attrs.get("baseline"), lang)
     what = ", ".join(label(m, lang) for m in pd.unique(out["metric"]))
-    ax.set_xlabel(f"{what}: {_w('diff', lang)} {label(x, lang)} = {base} "
-                  + ("(IC 95 %)" if lang == "es" else "(95% CI)"))
+    ax.set_xlabel(f"{what}: {_w('diff', lang)} {label(x, lang)} = {base} ({_w('ci95', lang)})")
     if title is None:
         from .i18n import msg
 
