@@ -33,6 +33,8 @@ _LAZY = {
     "metrics": ("gsexplore.metrics", None),
     "stats": ("gsexplore.stats", None),
     "compare": ("gsexplore.comparison", "compare"),
+    "Tokens": ("gsexplore.tokens", "Tokens"),
+    "completion_row": ("gsexplore.row", "completion_row"),
 }
 
 __all__ = ["APIConnectionError", "APIError", "APITimeoutError", "AuthenticationError", "BadRequestError",

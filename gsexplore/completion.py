@@ -161,21 +161,6 @@ class Completion:
         """The text of the last user message."""
         return last_user_text(self.messages)
 
-    # The two views below live in the modules above the record (`gsexplore.tokens`,
-    # `gsexplore.row`); these are call-time shorthands kept for notebooks and panels that
-    # call them. The record itself computes no tokens, rows or wire JSON.
-    def tokens(self) -> Any:
-        """Shorthand for ``gsexplore.tokens.Tokens(c)``: the generated tokens with probabilities and alternatives."""
-        from .tokens import Tokens
-
-        return Tokens(self)
-
-    def to_row(self) -> dict[str, Any]:
-        """Shorthand for ``gsexplore.row.completion_row(c)``: the flat dict of a table row."""
-        from .row import completion_row
-
-        return completion_row(self)
-
     def __repr__(self) -> str:
         text = (self.content or "")[:60]
         return (f"Completion(content={text!r}{'...' if len(self.content or '') > 60 else ''}, "

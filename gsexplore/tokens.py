@@ -65,7 +65,7 @@ def _parts(entries: Sequence[dict[str, Any]], has_reasoning: bool) -> list[str]:
 
 
 class Tokens(Sequence[Token]):
-    """The tokens of a completion (``completion.tokens()``); shows itself coloured in notebooks."""
+    """The tokens of a completion (``gs.Tokens(completion)``); shows itself coloured in notebooks."""
 
     def __init__(self, completion: Completion) -> None:
         self.completion = completion

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gsexplore as gs
 from gsexplore.completion import Completion
+from gsexplore.row import completion_row
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "chat-completions.md"
 
@@ -58,7 +59,7 @@ def test_logprobs_become_plain_floats():
 def test_row_is_flat_with_every_parameter():
     c = Completion.from_response(seed_response(), params=gs.Params(temperature=0.2, stop=["x"]),
                                  backend="remote", latency_s=1.0)
-    row = c.to_row()
+    row = completion_row(c)
     assert row["temperature"] == 0.2 and row["stop"] == '["x"]' and row["top_k"] is None
     assert set(gs.Params.names()) <= set(row)
     assert all(not isinstance(v, (dict, list)) for v in row.values())
@@ -67,7 +68,7 @@ def test_row_is_flat_with_every_parameter():
 def test_row_model_is_the_model_that_answered():
     # Params.model unset (the backend's default applies) must not blank the served model
     c = Completion.from_response(seed_response(), params=gs.Params(), backend="remote")
-    assert c.to_row()["model"] == seed_response()["model"]
+    assert completion_row(c)["model"] == seed_response()["model"]
 
 
 def test_html_repr_shows_reasoning_collapsed_and_usage():

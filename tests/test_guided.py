@@ -19,6 +19,7 @@ from gsexplore import guided
 from gsexplore.completion import Completion
 from gsexplore.errors import GSExploreError, ParamsError, UnsupportedParam
 from gsexplore.params import Params
+from gsexplore.row import completion_row
 
 # Python warns about "[[]" and "&&" in classes, which the Python -> Rust regex tests use on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:Possible (nested set|set):FutureWarning")
@@ -353,10 +354,10 @@ def test_guided_decoding_backend_is_kept(tiny):
     c = tiny.chat(PROMPT, p)
     assert c.params.guided_decoding_backend == "xgrammar"
     assert c.info["guided_engine"] == "llguidance" and c.info["guided_semantics"] == "xgrammar"
-    assert c.to_row()["guided_decoding_backend"] == "xgrammar"
-    assert c.to_row()["guided_semantics"] == "xgrammar"
+    assert completion_row(c)["guided_decoding_backend"] == "xgrammar"
+    assert completion_row(c)["guided_semantics"] == "xgrammar"
     g = tiny.chat(PROMPT, p.replace(guided_decoding_backend="guidance"))
-    assert g.info["guided_semantics"] == "guidance" and g.to_row()["guided_semantics"] == "guidance"
+    assert g.info["guided_semantics"] == "guidance" and completion_row(g)["guided_semantics"] == "guidance"
 
 
 def test_streaming_with_constraint(tiny):
@@ -619,7 +620,7 @@ def test_check_no_constraint_and_stop_string_and_rows():
     v = guided.check(_remote('{"nombre": "A', "stop", stop_reason='",', guided_json=PERSONA))
     assert v.cut and v.is_prefix and v.ok
     c = _remote("no", guided_choice=["sí", "no"])
-    row = c.to_row()
+    row = completion_row(c)
     assert guided.check_row(row) == guided.check(c)
     assert guided.check_row(row).to_row()["guided_ok"] is True
     with pytest.raises(ParamsError):

@@ -18,6 +18,7 @@ import gsexplore as gs
 from gsexplore.backends._http import RetryPolicy, error_for_status, iter_sse_data, parse_retry_after
 from gsexplore.backends.remote import MISSING_KEY_MESSAGE, RemoteBackend
 from gsexplore.completion import Completion
+from gsexplore.row import completion_row
 
 KEY = "sk-test-0123456789-SECRET"
 URL = "https://api.example.test/functions/v1"
@@ -563,7 +564,7 @@ def test_key_never_appears_anywhere(caplog):
     # a server that echoes the key in a successful answer
     c = run([httpx.Response(200, json=ok_body(note=echo))])
     s = run([event_stream(sse(chunk({"content": echo}), chunk({}, "stop")))], call=lambda b: list(b.stream("hola")))
-    texts += [json.dumps(c.raw), repr(c), json.dumps(c.to_row(), default=str), s[0].text,
+    texts += [json.dumps(c.raw), repr(c), json.dumps(completion_row(c), default=str), s[0].text,
               json.dumps(s[-1].completion.raw)]
     b = backend(Recorder(httpx.Response(200, json=ok_body())))
     texts += [b.to_code("hola", max_tokens=3), b.to_code("hola", lang="curl"), json.dumps(b.request_body("hola"))]

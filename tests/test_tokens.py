@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 import gsexplore as gs  # noqa: E402
 from gsexplore.branch import branch, branch_request  # noqa: E402
 from gsexplore.chat_template import CHATML_TEMPLATE, TemplateError, render_chat_template  # noqa: E402
+from gsexplore.tokens import Tokens
+from gsexplore.row import completion_row
 
 LP = dict(logprobs=True, top_logprobs=5, temperature=0, seed=1, max_tokens=10)
 
@@ -33,7 +35,7 @@ def _hand_made():
 
 
 def test_tokens_by_hand():
-    t = _hand_made().tokens()
+    t = Tokens(_hand_made())
     assert [x.part for x in t] == ["reasoning", "reasoning", "content", "content"]
     assert [x.rank for x in t] == [1, 1, 2, None]  # "!" is not among its alternatives
     assert t[2].prob == pytest.approx(0.25) and t[2].top[0] == ("No", pytest.approx(math.log(0.5)))
@@ -45,7 +47,7 @@ def test_tokens_by_hand():
     ents = [0.0, math.log(2), 1.5 * math.log(2), -(0.6 * math.log(0.6) + 0.3 * math.log(0.3) + 0.1 * math.log(0.1))]
     assert t.mean_entropy == pytest.approx(np.mean(ents))
     assert t.prefix(3) == "Sí"
-    row = _hand_made().to_row()
+    row = completion_row(_hand_made())
     assert row["perplexity"] == pytest.approx(t.perplexity) and row["mean_entropy"] == pytest.approx(t.mean_entropy)
     html = t._repr_html_()
     assert 'class="gs-part gs-reasoning"' in html and 'class="gs-part gs-content"' in html
@@ -57,7 +59,7 @@ def test_tokens_by_hand():
 def test_exact_entropy_wins_over_top_k():
     c = _hand_made()
     c.logprobs[2]["entropy"] = 2.0
-    assert c.tokens()[2].entropy == 2.0
+    assert Tokens(c)[2].entropy == 2.0
 
 
 def test_continue_final_message_renders_like_transformers():
@@ -78,7 +80,7 @@ def test_local_honours_add_generation_prompt_and_continue(tiny_backend):
 
 def test_tokens_of_a_local_completion_and_a_branch(demo_backend):
     c = demo_backend.chat("¿Cuál es la capital de Francia?", gs.Params(**LP))
-    t = c.tokens()
+    t = Tokens(c)
     assert len(t) == c.usage.completion_tokens and "".join(x.text for x in t) == c.content
     assert all(x.rank == 1 for x in t)  # greedy: the chosen token is always the most likely
     alt = t[1].top[1][0]
@@ -87,7 +89,7 @@ def test_tokens_of_a_local_completion_and_a_branch(demo_backend):
     assert p.continue_final_message and p.add_generation_prompt is False
     b = branch(demo_backend, c, 1, alt)
     assert b.text.startswith(t[0].text + alt) and b.text != c.content
-    assert b.completion.tokens()[0].text == b.continuation[:len(b.completion.tokens()[0].text)]
+    assert Tokens(b.completion)[0].text == b.continuation[:len(Tokens(b.completion)[0].text)]
     with pytest.raises(IndexError):
         branch_request(c, 99, "x")
 
@@ -108,15 +110,15 @@ def test_token_view_branches_on_request(demo_backend):
 
     c = demo_backend.chat("¿Cuál es la capital de Francia?", gs.Params(**LP))
     view = gs.panels.TokenView(c, demo_backend)
-    assert [t["text"] for t in view.tokens] == [t.text for t in c.tokens()] and view.branchable
-    assert view.tokens[0]["top"][0][1] == pytest.approx(c.tokens()[0].prob)
+    assert [t["text"] for t in view.tokens] == [t.text for t in Tokens(c)] and view.branchable
+    assert view.tokens[0]["top"][0][1] == pytest.approx(Tokens(c)[0].prob)
     alt = view.tokens[2]["top"][1][0]
     view.request = {"index": 2, "token": alt, "n": 1}  # what a click in the browser sends
     t0 = time.monotonic()
     while not view.branches and time.monotonic() - t0 < 60:
         time.sleep(0.1)
     (b,) = view.branches
-    assert b["prefix"] == c.tokens().prefix(2) and b["token"] == alt and view.status == ""
-    assert view.results[0].text.startswith(c.tokens().prefix(2) + alt)
+    assert b["prefix"] == Tokens(c).prefix(2) and b["token"] == alt and view.status == ""
+    assert view.results[0].text.startswith(Tokens(c).prefix(2) + alt)
     with pytest.raises(ValueError, match="no logprobs"):
         gs.panels.TokenView(demo_backend.chat("hola", max_tokens=2))

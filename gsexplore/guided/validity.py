@@ -79,7 +79,7 @@ def check(output: Completion | str | None, params: Params | None = None, *,
 
 
 def check_row(row: Mapping[str, Any]) -> Validity:
-    """check() of one sweep row (``Completion.to_row()`` columns; lists and dicts as JSON text).
+    """check() of one sweep row (``gs.completion_row(c)`` columns; lists and dicts as JSON text).
 
     ``df.apply(guided.check_row, axis=1)`` gives one Validity per row.
     """

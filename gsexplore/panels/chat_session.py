@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ..completion import Completion, Messages
+from ..row import completion_row
 
 __all__ = ["ChatSession"]
 
@@ -37,7 +38,7 @@ class ChatSession:
 
     def record(self, c: Completion, sent: Messages, stopped: bool, valid: bool | None = None) -> dict[str, Any]:
         """Add one run: its history row always; its answer joins the conversation unless it was stopped."""
-        row = {"run": len(self.rows) + 1, **c.to_row(), "stopped": stopped, "guided_valid": valid}
+        row = {"run": len(self.rows) + 1, **completion_row(c), "stopped": stopped, "guided_valid": valid}
         self.rows.append(row)
         if not stopped:
             # the answer joins the conversation; a regeneration replaces the last one
@@ -50,5 +51,5 @@ class ChatSession:
 
     @property
     def history(self) -> pd.DataFrame:
-        """One row per run: Completion.to_row() plus run number, whether it was stopped and guided validity."""
+        """One row per run: completion_row(c) plus run number, whether it was stopped and guided validity."""
         return pd.DataFrame(self.rows)
