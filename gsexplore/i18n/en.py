@@ -67,6 +67,7 @@ MESSAGES: dict[str, str] = {
     'params.not_in_panel': '{field!r} is not shown in this panel.',
     'params.below_minimum': '{field}: you wrote {typed}, but it must be a whole number ≥ {minimum}.',
     'params.as_shown': '{text}',
+    'params.prompt_too_long': 'The prompt has {n_prompt} tokens and each request to this model has room for {n_ctx}: nothing can be generated. Shorten it or use truncate_prompt_tokens.',
     'params.max_tokens_room': 'max_tokens {typed}: does not fit this model: each request holds {n_ctx} tokens and the prompt takes {n_prompt}; use at most {room}.',
     # --- remote backend and server errors ------------------------------------------------------
     'errors.auth_401': 'Invalid key: the server refused the API key (HTTP 401). Check the key (or $GS_API_KEY).',

@@ -67,6 +67,7 @@ MESSAGES: dict[str, str] = {
     'params.not_in_panel': '«{field}» no está en este panel.',
     'params.below_minimum': '{field}: escribiste {typed}, pero tiene que ser un número entero ≥ {minimum}.',
     'params.as_shown': '{text}',
+    'params.prompt_too_long': 'El prompt tiene {n_prompt} tokens y cada petición a este modelo tiene lugar para {n_ctx}: no queda espacio para generar. Acortalo o usá truncate_prompt_tokens.',
     'params.max_tokens_room': 'max_tokens {typed}: no entra en este modelo: cada petición tiene {n_ctx} tokens y el prompt ocupa {n_prompt}; usá como mucho {room}.',
     # --- remote backend and server errors ------------------------------------------------------
     'errors.auth_401': 'Clave inválida: el servidor rechazó la clave de API (HTTP 401). Revisá la clave (o $GS_API_KEY).',

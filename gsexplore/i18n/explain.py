@@ -60,6 +60,10 @@ def explain(exc: BaseException, lang: str | None = None) -> str:
         return msg("errors.unsupported", lang, backend=exc.backend, param=exc.param)
     if isinstance(exc, E.EngineError):
         return msg("errors.engine", lang)
+    outcome = getattr(exc, "outcome", None)  # a sweep where every request failed (gsexplore.sweep.SweepFailed)
+    if isinstance(outcome, dict) and "first_error" in outcome:
+        return msg("sweep.all_failed", lang, total=number(outcome.get("total", 0), lang),
+                   first=explain_first(outcome.get("first_error"), lang))
     key = getattr(exc, "key", None)  # errors of other layers that carry a catalogue key
     if isinstance(key, str):
         try:

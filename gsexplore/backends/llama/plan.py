@@ -112,12 +112,14 @@ def make_plan(lm: LoadedModel, p: Params, n_prompt: int, n_ctx: int, default_see
     if room <= 0:
         raise ParamsError(f"the prompt has {n_prompt} tokens and each slot of this model holds "
                           f"{n_ctx}: nothing can be generated (shorten it, use truncate_prompt_tokens, "
-                          "or load the model with a larger n_ctx)", field="messages")
+                          "or load the model with a larger n_ctx)", field="messages", key="prompt_too_long",
+                          n_prompt=n_prompt, n_ctx=n_ctx)
     max_tokens = room if p.max_tokens is None else p.max_tokens
     if max_tokens > room:
         raise ParamsError(f"max_tokens={max_tokens} is too large: each slot holds {n_ctx} tokens "
                           f"and the prompt has {n_prompt} ({max_tokens} > {room}); load the model "
-                          "with a larger n_ctx", field="max_tokens", value=max_tokens)
+                          "with a larger n_ctx", field="max_tokens", value=max_tokens, key="max_tokens_room",
+                          typed=max_tokens, n_ctx=n_ctx, n_prompt=n_prompt, room=room)
     for name in ("allowed_token_ids", "stop_token_ids"):
         ids = getattr(p, name) or []
         _check_ids(name, ids, lm.n_vocab, ids)
