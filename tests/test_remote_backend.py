@@ -13,6 +13,7 @@ import logging
 import pytest
 
 import gsexplore as gs
+from gsexplore.row import completion_row
 from gsexplore.backends.remote import RemoteBackend
 from gsexplore.serve import ServerThread, create_app
 
@@ -184,6 +185,6 @@ def test_wrong_key_against_the_real_server(tiny_remote, caplog):
     texts = [str(ei.value), repr(ei.value), json.dumps(ei.value.body), repr(bad), repr(tiny_remote),
              json.dumps(tiny_remote.info())] + [r.getMessage() for r in caplog.records]
     c = tiny_remote.chat(PROMPT, max_tokens=2, seed=1)
-    texts += [json.dumps(c.raw), json.dumps(c.to_row(), default=str), tiny_remote.to_code(PROMPT, max_tokens=2)]
+    texts += [json.dumps(c.raw), json.dumps(completion_row(c), default=str), tiny_remote.to_code(PROMPT, max_tokens=2)]
     assert not [t for t in texts if KEY in t or wrong in t]
     bad.close()

@@ -22,6 +22,7 @@ from gsexplore.backends.base import Backend, Delta
 from gsexplore.errors import APIError, ParamsError, RateLimitError
 from gsexplore.params import Params
 from gsexplore.prompts import load_prompts
+from gsexplore.row import completion_row
 from gsexplore.store import ROW_COLUMNS, load
 from gsexplore.sweep import derive_seed, expand, plan, sweep
 
@@ -159,7 +160,7 @@ def test_a_playground_row_and_a_sweep_row_of_one_completion_agree():
                    usage=Usage(3, 2, 5, 1), logprobs=lp, latency_s=0.5, ttft_s=0.1, backend="echo",
                    model="echo-1", params=cell.params, messages=cell.prompt.messages, index=0,
                    info={"guided_semantics": "xgrammar"})
-    playground = c.to_row()
+    playground = completion_row(c)
     swept = rows_ok(base_row(sp.sweep_id, cell), cell.params, c, None, "run")[0]
     shared = [k for k in playground if k in swept]
     assert set(OUTCOME) <= set(shared) and "temperature" in shared and "top_k" in shared

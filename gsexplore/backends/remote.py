@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import ipaddress
 import itertools
 import json
 import logging
 import os
-import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +30,7 @@ from ..params import Params
 from ..wire import DEFAULT_BASE_URL, DEFAULT_MODEL, KEY_ENV, Spelling
 from ._http import (RetryPolicy, StreamAssembler, aiter_sse_data, error_for_status, iter_sse_data,
                     parse_json_body, scrub)
+from ._connection import BearerAuth, is_loopback, ssl_context
 from .base import Backend, Delta, MessagesLike, merge_params, to_messages
 
 log = logging.getLogger("gsexplore.remote")
@@ -41,41 +39,6 @@ MISSING_KEY_MESSAGE = (
     f"no API key: set the {KEY_ENV} environment variable (or pass api_key=...). "
     f"In a notebook: import getpass, os; os.environ[\"{KEY_ENV}\"] = getpass.getpass()"
 )
-
-class _BearerAuth(httpx.Auth):
-    """Adds `Authorization: Bearer <key>`; the key lives here and nowhere else."""
-
-    def __init__(self, key: str | None) -> None:
-        self.__key = key or None
-
-    @property
-    def secret(self) -> str | None:
-        return self.__key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self.__key:
-            request.headers["Authorization"] = f"Bearer {self.__key}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "<BearerAuth ***>" if self.__key else "<BearerAuth none>"
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying SSL context for every client: loading the CA bundle costs tens of ms per client."""
-    return httpx.create_ssl_context()
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 class RemoteBackend(Backend):
     """The GradienteSur API (or any vLLM / OpenAI-compatible server) as a gsexplore backend.
@@ -111,15 +74,15 @@ class RemoteBackend(Backend):
         key = api_key if api_key is not None else os.environ.get(KEY_ENV)
         key = key.strip() if key else None
         self.base_url = base_url.rstrip("/")
-        if not key and not _is_loopback(self.base_url):
+        if not key and not is_loopback(self.base_url):
             raise AuthenticationError(MISSING_KEY_MESSAGE)
         if guided_spelling not in ("guided", "structured_outputs"):
             raise ParamsError(f"guided_spelling={guided_spelling!r} is not allowed: use 'guided' (vLLM <= 0.11) "
                               "or 'structured_outputs' (vLLM >= 0.11)", field="guided_spelling", value=guided_spelling)
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ParamsError("max_concurrency must be >= 1, max_retries >= 0 and timeout > 0")
-        self._auth = _BearerAuth(key)
-        if key and urlsplit(self.base_url).scheme == "http" and not _is_loopback(self.base_url):
+        self._auth = BearerAuth(key)
+        if key and urlsplit(self.base_url).scheme == "http" and not is_loopback(self.base_url):
             log.warning("the API key will travel unencrypted to %s (http, not https)", self.base_url)
         self.model = model
         self.timeout = float(timeout)
@@ -269,7 +232,7 @@ class RemoteBackend(Backend):
         from .._version import __version__
 
         n = max(connections or self.max_concurrency, 1)
-        return dict(auth=self._auth, timeout=httpx.Timeout(self.timeout), verify=_ssl_context(),
+        return dict(auth=self._auth, timeout=httpx.Timeout(self.timeout), verify=ssl_context(),
                     # a shard may briefly hold more than its share: never queue inside one
                     limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=n,
                                         keepalive_expiry=30.0),

@@ -176,7 +176,7 @@ class Playground(BackgroundRun, Panel):
 
     @property
     def history(self) -> pd.DataFrame:
-        """One row per run: Completion.to_row() plus run number and whether it was stopped."""
+        """One row per run: completion_row(c) plus run number and whether it was stopped."""
         return self.session.history
 
     def request_body(self) -> dict[str, Any]:
