@@ -267,6 +267,10 @@ class Params(BaseModel):
         "advanced", "int",
         "Prioridad de la petición (solo para modelos que lo soportan).",
         "Request priority (only where the server schedules by priority).", default=0)
+    user: str | None = _p(
+        "advanced", "str",
+        "Quién envía la petición (campo `user` de OpenAI); el motor local reparte los slots por igual entre quienes esperan.",
+        "Who sends the request (OpenAI's `user`); the local engine shares its slots equally among the senders waiting.")
     logits_processors: list[Any] | None = _p(
         "advanced", "json",
         "Lista de procesadores de logits a aplicar durante el muestreo.",
