@@ -173,7 +173,7 @@ def test_n_choices_count_for_their_sender(private):
     b = private(slots=4)
     eng = b._engine
     with eng.held():
-        many = b.submit(None, _long(40, n=4, user="ana"), prompt="Apples are interesting because")
+        many = b.submit(None, _long(40).replace(n=4, user="ana"), prompt="Apples are interesting because")
         while not all(s.state is SeqState.DECODE for s in many.engine_request.seqs):
             eng.step_now()
         beto = _send(b, "beto", WORDS[5], _long(4))

@@ -162,7 +162,7 @@ class Scheduler:
             heapq.heapify(self.waiting)
 
     def _victim(self, sender: str, held: Counter[str], share: float) -> Sequence | None:
-        """The sequence to preempt for ``sender``: the newest old-enough one of the sender holding the most.
+        """The sequence to preempt for ``sender``: the newest decoding one of the sender holding the most.
 
         Only when ``sender`` is under its share, the other over it, and the move narrows
         the gap (holds differ by two or more), so two senders never trade a slot back and forth.
@@ -172,12 +172,12 @@ class Scheduler:
         top = max((q for q in held if q != sender), key=lambda q: held[q], default=None)
         if top is None or held[top] <= share or held[top] < held[sender] + 2:
             return None
-        old = self.step_no - MIN_RUN_STEPS
-        cands = [s for s in self.running
-                 if s.req.sender == top and s.state is _DECODE and s.admitted_step <= old]
+        cands = [s for s in self.running if s.req.sender == top and s.state is _DECODE]
         if not cands:
             return None
-        return max(cands, key=lambda s: (s.req.priority, s.req.arrival, s.index))
+        newest = max(cands, key=lambda s: (s.req.priority, s.req.arrival, s.index))
+        # one (re)admitted lately runs a while first: no thrashing, and the wait stays bounded
+        return newest if newest.admitted_step <= self.step_no - MIN_RUN_STEPS else None
 
     def _preempt(self, seq: Sequence) -> Preemption:
         """Send ``seq`` back to waiting; its slot keeps its cells (cached) until an admission reuses it."""
