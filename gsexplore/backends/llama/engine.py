@@ -3,8 +3,17 @@
 Each step of the loop in the engine's thread is ``schedule -> execute -> update``
 over one value, the ``StepPlan`` (``step.py``):
 
-1. **schedule**: waiting sequences (by ``priority``, then arrival) get free slots.
-   A prompt already in some slot is not evaluated again: its KV cells are copied
+1. **schedule**: waiting sequences get free slots with a fair share per sender
+   (``EngineRequest.sender``, the request's ``user`` or the server's key label):
+   round-robin across senders, none holding its share (slots / senders with
+   work) gets another while someone else waits, ``priority`` then arrival within
+   a sender (vLLM's meaning); one sender alone gets every slot, as before. A
+   sender under its share facing a full engine preempts the newest decoding
+   sequence of the sender holding the most (once it has run ``MIN_RUN_STEPS``):
+   its KV cells go to host memory (``llama_state_seq_get_data``) and come back
+   into a free slot later (``set_data``), with its sampler, seed position,
+   constraint and text untouched in its ``Sequence``, so its tokens are the same
+   as unpreempted. A prompt already in some slot is not evaluated again: its KV cells are copied
    (``llama_memory_seq_cp``) and, when the whole prompt matches, the logits saved
    after it are reused, so the ``n`` choices of a request and the cells of a sweep
    over one prompt evaluate it once. A sequence whose prompt another one is
@@ -12,7 +21,8 @@ over one value, the ``StepPlan`` (``step.py``):
    next token of every running sequence and chunks of the prompts being evaluated
    (at most ``n_batch`` tokens, running sequences first, so a long new prompt does
    not stall them).
-2. **execute**: the plan's KV copies and cuts, one ``llama_batch``, one ``llama_decode``.
+2. **execute**: the plan's saves of preempted cells, restores, KV copies and cuts,
+   one ``llama_batch``, one ``llama_decode``.
 3. **update**: each sequence draws from its own row of logits with its own sampler
    (``Sequence.take``), a cached prompt from its saved logits; finished and
    cancelled sequences free their slots, whose KV cells stay cached for the next
