@@ -56,7 +56,8 @@ from .plan import SEED_MOD
 from .sampler import prompt_logprob
 from .scheduler import NO_PLAN, Scheduler
 from .sequence import EngineRequest, Sequence, SeqState
-from .step import Admission, PrefillChunk, Preemption, StepPlan
+from .kvsave import restore_cells, save_cells
+from .step import PrefillChunk, StepPlan
 
 if TYPE_CHECKING:
     from .model import LoadedModel
@@ -235,13 +236,15 @@ class Engine:
 
     # --- execute ----------------------------------------------------------------
     def execute(self, plan: StepPlan) -> np.ndarray | None:
-        """The plan's KV copies and cuts, then its batch in one ``llama_decode``: the logits rows, or None."""
+        """The plan's saves, restores, copies and cuts, then one ``llama_decode``: the logits rows, or None."""
         lc, mem = self.lc, self.mem
-        for pre in plan.preemptions:
-            self._save_cells(pre)
+        for pre in plan.preemptions:  # before the admissions that may reuse their slots
+            save_cells(lc, self.ctx, pre.slot, pre.saved)
+            self.stats["preemptions"] += 1
         for a in plan.admissions:
             if a.restore is not None:
-                self._restore_cells(a)
+                restore_cells(lc, self.ctx, mem, a.slot, a.restore)
+                self.stats["restores"] += 1
                 continue
             if a.copied_from is not None:
                 lc.llama_memory_seq_cp(mem, a.copied_from, a.slot, -1, -1)  # whole streams, then cut
@@ -286,29 +289,6 @@ class Engine:
             return None
         # rows with logits are stored contiguously in batch order (llama.h): one view per step
         return np.ctypeslib.as_array(lc.llama_get_logits(self.ctx), shape=(n_out, self.lm.n_vocab))
-
-    def _save_cells(self, pre: Preemption) -> None:
-        """Copy a preempted sequence's KV cells to host memory (llama-server's slot save, in memory)."""
-        lc, saved = self.lc, pre.saved
-        size = lc.llama_state_seq_get_size(self.ctx, pre.slot)
-        buf = np.empty(size, dtype=np.uint8)
-        n = lc.llama_state_seq_get_data(self.ctx, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, pre.slot)
-        if n == 0:
-            raise EngineError(f"llama.cpp could not save the {pre.tokens} KV cells of slot {pre.slot}")
-        saved.data, saved.nbytes = buf, int(n)
-        self.stats["preemptions"] += 1
-
-    def _restore_cells(self, a: Admission) -> None:
-        """Put a preempted sequence's saved cells into its new slot; its host copy is freed."""
-        lc, saved = self.lc, a.restore
-        assert saved is not None and saved.data is not None
-        lc.llama_memory_seq_rm(self.mem, a.slot, 0, -1)
-        n = lc.llama_state_seq_set_data(self.ctx, saved.data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
-                                        saved.nbytes, a.slot)
-        if n == 0:
-            raise EngineError(f"llama.cpp could not restore {len(saved.tokens)} saved KV cells into slot {a.slot}")
-        saved.data = None
-        self.stats["restores"] += 1
 
     # --- update -------------------------------------------------------------------
     def update(self, plan: StepPlan, logits: np.ndarray | None) -> None:
