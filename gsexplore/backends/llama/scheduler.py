@@ -19,6 +19,7 @@ plan out.
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter
 
 import numpy as np
@@ -120,6 +121,10 @@ class Scheduler:
     def _admit_fairly(self, admissions: list[Admission], preemptions: list[Preemption]) -> None:
         """Give free slots (and, for a sender under its share, a preempted one) to waiting sequences."""
         free = [sl for sl in self.slots if sl.seq is None]
+        if not free:
+            senders = {e[3].req.sender for e in self.waiting}
+            if len(senders) == 1 and all(s.req.sender in senders for s in self.running):
+                return  # one sender holding every slot: nobody to preempt for
         held = Counter(s.req.sender for s in self.running)
         queues: dict[str, list[tuple[int, int, int, Sequence]]] = {}
         for e in sorted(self.waiting):  # (priority, arrival, index) within a sender
@@ -188,6 +193,7 @@ class Scheduler:
         seq.state = SeqState.WAITING
         seq.slot = None
         slot.seq = None
+        slot.last_used = time.monotonic()
         self.running.remove(seq)
         return Preemption(seq, slot.id, saved)
 
