@@ -3,8 +3,17 @@
 Each step of the loop in the engine's thread is ``schedule -> execute -> update``
 over one value, the ``StepPlan`` (``step.py``):
 
-1. **schedule**: waiting sequences (by ``priority``, then arrival) get free slots.
-   A prompt already in some slot is not evaluated again: its KV cells are copied
+1. **schedule**: waiting sequences get free slots with a fair share per sender
+   (``EngineRequest.sender``, the request's ``user`` or the server's key label):
+   round-robin across senders, none holding its share (slots / senders with
+   work) gets another while someone else waits, ``priority`` then arrival within
+   a sender (vLLM's meaning); one sender alone gets every slot, as before. A
+   sender under its share facing a full engine preempts the newest decoding
+   sequence of the sender holding the most (once it has run ``MIN_RUN_STEPS``):
+   its KV cells go to host memory (``llama_state_seq_get_data``) and come back
+   into a free slot later (``set_data``), with its sampler, seed position,
+   constraint and text untouched in its ``Sequence``, so its tokens are the same
+   as unpreempted. A prompt already in some slot is not evaluated again: its KV cells are copied
    (``llama_memory_seq_cp``) and, when the whole prompt matches, the logits saved
    after it are reused, so the ``n`` choices of a request and the cells of a sweep
    over one prompt evaluate it once. A sequence whose prompt another one is
@@ -12,7 +21,8 @@ over one value, the ``StepPlan`` (``step.py``):
    next token of every running sequence and chunks of the prompts being evaluated
    (at most ``n_batch`` tokens, running sequences first, so a long new prompt does
    not stall them).
-2. **execute**: the plan's KV copies and cuts, one ``llama_batch``, one ``llama_decode``.
+2. **execute**: the plan's saves of preempted cells, restores, KV copies and cuts,
+   one ``llama_batch``, one ``llama_decode``.
 3. **update**: each sequence draws from its own row of logits with its own sampler
    (``Sequence.take``), a cached prompt from its saved logits; finished and
    cancelled sequences free their slots, whose KV cells stay cached for the next
@@ -46,6 +56,7 @@ from .plan import SEED_MOD
 from .sampler import prompt_logprob
 from .scheduler import NO_PLAN, Scheduler
 from .sequence import EngineRequest, Sequence, SeqState
+from .kvsave import restore_cells, save_cells
 from .step import PrefillChunk, StepPlan
 
 if TYPE_CHECKING:
@@ -97,7 +108,8 @@ class Engine:
         self._held = 0
         #: called with every plan that does something (tests and logs read plans)
         self.on_plan: Callable[[StepPlan], None] | None = None
-        self.stats = {"steps": 0, "prompt_tokens_decoded": 0, "tokens_decoded": 0, "max_batch": 0}
+        self.stats = {"steps": 0, "prompt_tokens_decoded": 0, "tokens_decoded": 0, "max_batch": 0,
+                      "preemptions": 0, "restores": 0}
         driver.register(self)
 
     def _init_batch(self) -> None:
@@ -224,9 +236,16 @@ class Engine:
 
     # --- execute ----------------------------------------------------------------
     def execute(self, plan: StepPlan) -> np.ndarray | None:
-        """The plan's KV copies and cuts, then its batch in one ``llama_decode``: the logits rows, or None."""
+        """The plan's saves, restores, copies and cuts, then one ``llama_decode``: the logits rows, or None."""
         lc, mem = self.lc, self.mem
+        for pre in plan.preemptions:  # before the admissions that may reuse their slots
+            save_cells(lc, self.ctx, pre.slot, pre.saved)
+            self.stats["preemptions"] += 1
         for a in plan.admissions:
+            if a.restore is not None:
+                restore_cells(lc, self.ctx, mem, a.slot, a.restore)
+                self.stats["restores"] += 1
+                continue
             if a.copied_from is not None:
                 lc.llama_memory_seq_cp(mem, a.copied_from, a.slot, -1, -1)  # whole streams, then cut
             lc.llama_memory_seq_rm(mem, a.slot, a.reused, -1)
@@ -408,6 +427,7 @@ class Engine:
         reqs = self._requests()
         for s in [*self.sched.running, *(w[3] for w in self.sched.waiting)]:
             self._release(s)
+            s.forget_saved()
             s.sampler.close()
             s.state = _DONE
         self.sched.waiting.clear()

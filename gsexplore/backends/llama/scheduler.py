@@ -1,25 +1,39 @@
 """Who runs this step: the waiting queue, the slots and the choice of the batch.
 
-``Scheduler.schedule()`` admits waiting sequences (by ``priority``, then arrival)
-into free slots, reusing the longest cached prompt prefix (a copy of another
-slot's KV cells, or the slot's own), and picks the batch: the next token of every
-running sequence first, then prompt chunks up to ``n_batch`` tokens. It returns a
-``StepPlan`` and keeps ``Slot.tokens`` as the plan will leave the cache; the
-engine carries the plan out.
+``Scheduler.schedule()`` admits waiting sequences into free slots with a fair
+share per sender (``EngineRequest.sender``): the sender holding the fewest slots
+goes next (round-robin when they hold the same), and while another sender waits,
+one already holding its share (slots / senders with work) gets no new slot;
+within a sender, ``priority`` then arrival decide (vLLM's meaning). When a sender
+under its share waits and every slot is taken, the newest sequence of the sender
+holding the most slots is preempted: its KV cells go to host memory and it waits
+again with its sampler intact, coming back by a restore of those cells (see
+``step.py``). One sender alone is never preempted and gets every slot.
+
+Admissions reuse the longest cached prompt prefix (a copy of another slot's KV
+cells, or the slot's own). The batch is the next token of every running sequence
+first, then prompt chunks up to ``n_batch`` tokens. It returns a ``StepPlan`` and
+keeps ``Slot.tokens`` as the plan will leave the cache; the engine carries the
+plan out.
 """
 from __future__ import annotations
 
 import heapq
+import time
+from collections import Counter
 
 import numpy as np
 
 from .sequence import EngineRequest, Sequence, SeqState
-from .step import Admission, PrefillChunk, StepPlan
+from .step import Admission, PrefillChunk, Preemption, SavedCells, StepPlan
 
 __all__ = ["Scheduler", "Slot", "NO_PLAN"]
 
 #: wait for another sequence's prompt evaluation when it would give at least this many tokens
 _WAIT_FOR_SHARED = 16
+#: a sequence (re)admitted fewer steps ago than this is not preempted: no thrashing, and a
+#: newcomer facing a full engine gets a slot within this many steps
+MIN_RUN_STEPS = 4
 _PREFILL, _DECODE = SeqState.PREFILL, SeqState.DECODE
 #: the plan of a step with nothing to do
 NO_PLAN = StepPlan()
@@ -62,6 +76,7 @@ class Scheduler:
         self.n_batch = n_batch
         self.waiting: list[tuple[int, int, int, Sequence]] = []   # heap: (priority, arrival, index, seq)
         self.running: list[Sequence] = []
+        self.step_no = 0
 
     def push(self, req: EngineRequest) -> None:
         """Queue every sequence of ``req``."""
@@ -69,21 +84,12 @@ class Scheduler:
             heapq.heappush(self.waiting, (req.priority, req.arrival, s.index, s))
 
     def schedule(self) -> StepPlan:
-        """Decide this step: admissions (with the KV mirror updated as they leave it), decode rows, chunks."""
+        """Decide this step: preemptions, admissions (the KV mirror updated as they leave it), decode rows, chunks."""
+        self.step_no += 1
         admissions: list[Admission] = []
+        preemptions: list[Preemption] = []
         if self.waiting:
-            free = [sl for sl in self.slots if sl.seq is None]
-            postponed: list[tuple[int, int, int, Sequence]] = []
-            while self.waiting and free:
-                entry = heapq.heappop(self.waiting)
-                adm = self._admit(entry[3], free)
-                if adm is None:  # its prompt is being evaluated by another sequence
-                    postponed.append(entry)
-                else:
-                    admissions.append(adm)
-                    free.remove(self.slots[adm.slot])
-            for e in postponed:
-                heapq.heappush(self.waiting, e)
+            self._admit_fairly(admissions, preemptions)
         running = self.running
         decode = tuple([s for s in running if s.state is _DECODE])
         n = n_out = len(decode)
@@ -108,12 +114,94 @@ class Scheduler:
             else:
                 prefill.append(PrefillChunk(s, start, k, n, -1))
             n += k
-        if not n and not admissions:
+        if not n and not admissions and not preemptions:
             return NO_PLAN
-        return StepPlan(tuple(admissions), decode, tuple(prefill), (), n)
+        return StepPlan(tuple(admissions), decode, tuple(prefill), tuple(preemptions), n)
+
+    def _admit_fairly(self, admissions: list[Admission], preemptions: list[Preemption]) -> None:
+        """Give free slots (and, for a sender under its share, a preempted one) to waiting sequences."""
+        free = [sl for sl in self.slots if sl.seq is None]
+        if not free:
+            senders = {e[3].req.sender for e in self.waiting}
+            if len(senders) == 1 and all(s.req.sender in senders for s in self.running):
+                return  # one sender holding every slot: nobody to preempt for
+        held = Counter(s.req.sender for s in self.running)
+        queues: dict[str, list[tuple[int, int, int, Sequence]]] = {}
+        for e in sorted(self.waiting):  # (priority, arrival, index) within a sender
+            queues.setdefault(e[3].req.sender, []).append(e)
+        share = len(self.slots) / len(set(held) | set(queues))
+        waiting_senders = set(queues)   # senders with work still waiting (postponed included)
+        postponed: set[str] = set()
+        taken: set[int] = set()
+        while queues:
+            # round-robin: the sender holding the fewest slots, then the one waiting longest
+            k = min(queues, key=lambda q: (held[q], queues[q][0][1], queues[q][0][2]))
+            if held[k] >= share and len(waiting_senders) > 1:
+                del queues[k]  # at its share while others wait: the slots left are theirs
+                continue
+            if not free:
+                victim = self._victim(k, held, share)
+                if victim is None:
+                    break
+                preemptions.append(self._preempt(victim))
+                held[victim.req.sender] -= 1
+                free.append(self.slots[preemptions[-1].slot])
+            entry = queues[k].pop(0)
+            if not queues[k]:
+                del queues[k]
+            adm = self._admit(entry[3], free)
+            if adm is None:  # its prompt is being evaluated by another sequence: next step
+                postponed.add(k)
+                continue
+            taken.add(id(entry[3]))
+            admissions.append(adm)
+            free.remove(self.slots[adm.slot])
+            held[k] += 1
+            if k not in queues and k not in postponed:
+                waiting_senders.discard(k)
+        if taken or preemptions:
+            self.waiting = [e for e in self.waiting if id(e[3]) not in taken]
+            for p in preemptions:
+                s = p.seq
+                self.waiting.append((s.req.priority, s.req.arrival, s.index, s))
+            heapq.heapify(self.waiting)
+
+    def _victim(self, sender: str, held: Counter[str], share: float) -> Sequence | None:
+        """The sequence to preempt for ``sender``: the newest decoding one of the sender holding the most.
+
+        Only when ``sender`` is under its share, the other over it, and the move narrows
+        the gap (holds differ by two or more), so two senders never trade a slot back and forth.
+        """
+        if held[sender] >= share:
+            return None
+        top = max((q for q in held if q != sender), key=lambda q: held[q], default=None)
+        if top is None or held[top] <= share or held[top] < held[sender] + 2:
+            return None
+        cands = [s for s in self.running if s.req.sender == top and s.state is _DECODE]
+        if not cands:
+            return None
+        newest = max(cands, key=lambda s: (s.req.priority, s.req.arrival, s.index))
+        # one (re)admitted lately runs a while first: no thrashing, and the wait stays bounded
+        return newest if newest.admitted_step <= self.step_no - MIN_RUN_STEPS else None
+
+    def _preempt(self, seq: Sequence) -> Preemption:
+        """Send ``seq`` back to waiting; its slot keeps its cells (cached) until an admission reuses it."""
+        slot = seq.slot
+        saved = SavedCells(list(slot.tokens))
+        seq.saved = saved
+        seq.preemptions += 1
+        seq.state = SeqState.WAITING
+        seq.slot = None
+        slot.seq = None
+        slot.last_used = time.monotonic()
+        self.running.remove(seq)
+        return Preemption(seq, slot.id, saved)
 
     def _admit(self, seq: Sequence, free: list[Slot]) -> Admission | None:
         """Place ``seq`` in one of the ``free`` slots, or None to postpone it a step."""
+        seq.admitted_step = self.step_no
+        if seq.saved is not None:
+            return self._restore(seq, free)
         ids = seq.req.prompt_ids
         P = len(ids)
         reuse = seq.req.prompt_logprobs_top is None  # prompt_logprobs needs every position evaluated
@@ -157,6 +245,20 @@ class Scheduler:
         seq.prefill_at = c
         self.running.append(seq)
         return Admission(seq, target.id, c, copied_from, exact)
+
+
+    def _restore(self, seq: Sequence, free: list[Slot]) -> Admission:
+        """A preempted sequence back in the free slot whose cache is worth least: it decodes this step."""
+        target = min(free, key=lambda sl: (len(sl.tokens) > 0, sl.last_used))
+        saved = seq.saved
+        target.tokens = list(saved.tokens)
+        target.saved_len, target.saved_logits = 0, None
+        target.seq = seq
+        seq.slot = target
+        seq.state = _DECODE
+        seq.saved = None
+        self.running.append(seq)
+        return Admission(seq, target.id, len(saved.tokens), None, False, saved)
 
 
 def _common(a: np.ndarray, b: np.ndarray) -> int:

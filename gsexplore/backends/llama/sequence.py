@@ -61,7 +61,8 @@ class EngineRequest:
     ("reasoning" / "content"), then ``("finished", self, None)``, or
     ``("error", exception, None)`` (once: a request whose sequence failed gets no
     "finished"). ``logits_only``: evaluate the prompt and keep the logits of its
-    last position (``logits``), generate nothing.
+    last position (``logits``), generate nothing. ``sender``: who sent it (fair share
+    gives each sender an equal part of the slots; "" is one sender like any other).
     """
 
     prompt_ids: np.ndarray
@@ -70,6 +71,7 @@ class EngineRequest:
     make_constraint: Callable[[], Constraint | None]
     sink: Callable[[str, Any, Any], None]
     priority: int = 0
+    sender: str = ""
     logits_only: bool = False
     arrival: int = 0
     t0: float = field(default_factory=time.perf_counter)
@@ -114,6 +116,9 @@ class Sequence:
         self.slot: Any = None
         self.prefill_at = 0          # next prompt position to evaluate
         self.next_tok: int | None = None  # drawn, not yet in the KV cache
+        self.admitted_step = 0       # the scheduler's step that (re)admitted it: too young to preempt
+        self.saved: Any = None       # SavedCells while preempted (its KV cells in host memory)
+        self.preemptions = 0
 
     @property
     def done(self) -> bool:
@@ -174,6 +179,7 @@ class Sequence:
         """Finish with ``finish`` ("stop", "length", "abort"): flush the text, build the output."""
         self.finish = finish
         self.next_tok = None
+        self.forget_saved()
         self.text.flush()
         self._emit(self.splitter.feed(self.text.take(True)))
         self._emit(self.splitter.finish())
@@ -194,7 +200,14 @@ class Sequence:
     def drop(self) -> None:
         """Give up without an output (the sequence failed): free the sampler."""
         self.next_tok = None
+        self.forget_saved()
         self.sampler.close()
+
+    def forget_saved(self) -> None:
+        """Free the host copy of this sequence's KV cells (it was preempted and will not come back)."""
+        if self.saved is not None:
+            self.saved.data = None
+            self.saved = None
 
     def _emit(self, pieces: Any) -> None:
         sink = self.req.sink

@@ -3,20 +3,35 @@
 ``Engine.schedule()`` returns a ``StepPlan``; ``execute(plan)`` follows it (KV
 copies and cuts, one ``llama_batch``, one ``llama_decode``) and ``update(plan)``
 samples every row it names. Tests and logs read plans; fair share and preemption
-become lines in them (``preemptions``), not branches in the step.
+are lines in them (``preemptions``, admissions with a ``restore``), not branches
+in the step.
 
 Decode rows are the first rows of the batch, in order: ``decode[i]`` is batch row
 ``i``, so a step allocates no object per running sequence.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .sequence import Sequence
 
-__all__ = ["Admission", "PrefillChunk", "Preemption", "StepPlan"]
+__all__ = ["Admission", "PrefillChunk", "Preemption", "SavedCells", "StepPlan"]
+
+
+@dataclass(eq=False, slots=True)
+class SavedCells:
+    """A preempted sequence's KV cells in host memory (``llama_state_seq_get_data``), until restored.
+
+    ``tokens``: what its slot held, position by position (the prompt and the tokens
+    drawn so far, less the one not yet decoded). ``data``: the bytes, filled in when
+    the plan that preempts it is executed; ``nbytes`` their size.
+    """
+
+    tokens: list[int]
+    data: Any = field(default=None, repr=False)
+    nbytes: int = 0
 
 
 class Admission(NamedTuple):
@@ -33,6 +48,8 @@ class Admission(NamedTuple):
     reused: int
     copied_from: int | None
     cached: bool
+    #: a preempted sequence coming back: its saved cells go into ``slot`` and it decodes on
+    restore: SavedCells | None = None
 
 
 class PrefillChunk(NamedTuple):
@@ -50,15 +67,25 @@ class PrefillChunk(NamedTuple):
 
 
 class Preemption(NamedTuple):
-    """A running sequence sent back to waiting (its cells kept or recomputed): none are made yet."""
+    """A running sequence sent back to waiting, its ``slot``'s cells saved to host memory first.
+
+    Executed before the step's admissions (which may reuse or cut that slot);
+    ``saved.nbytes`` is known once executed. The sequence keeps its sampler, its
+    constraint and its text; an ``Admission`` with ``restore`` brings it back.
+    """
 
     seq: Sequence
     slot: int
+    saved: SavedCells
+
+    @property
+    def tokens(self) -> int:
+        return len(self.saved.tokens)
 
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """One step: who enters which slot, which rows decode, which prompt chunks are evaluated."""
+    """One step: who leaves which slot, who enters which slot, which rows decode, which prompt chunks are evaluated."""
 
     admissions: tuple[Admission, ...] = ()
     decode: tuple[Sequence, ...] = ()         # decode[i] is batch row i
@@ -75,6 +102,10 @@ class StepPlan:
     def decode_rows(self) -> tuple[tuple[Sequence, int], ...]:
         """(sequence, batch row) of every decoding sequence."""
         return tuple((s, i) for i, s in enumerate(self.decode))
+
+    @property
+    def restores(self) -> tuple[Admission, ...]:
+        return tuple(a for a in self.admissions if a.restore is not None)
 
     @property
     def empty(self) -> bool:

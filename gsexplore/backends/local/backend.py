@@ -267,7 +267,7 @@ class LocalBackend(Backend):
         cparams = constraint_params(prep.params)
         er = EngineRequest(prompt_ids=prep.prompt_ids, plan=plan, parser_on=prep.parser_on,
                            make_constraint=lambda: constraint_for(cparams, lm), sink=handle._sink,
-                           priority=int(prep.params.priority or 0))
+                           priority=int(prep.params.priority or 0), sender=prep.params.user or "")
         handle.engine_request = er
         self._engine.submit(er, plan.n, plan.base_seed)
         return handle
