@@ -202,3 +202,37 @@ def test_class_store_has_one_row_per_finished_request_and_compares(room):
     assert ANA not in journal and BETO not in journal and TEACHER not in journal
     table = df[df["temperature"].isin([0.2, 1.0])].gs.compare(by="temperature", metric="distinct_2", warn=False)
     assert list(table["temperature"]) == [1.0] and table["n"].iloc[0] == 2
+
+
+# --- fair share, through the server --------------------------------------------------------
+
+
+def test_a_flood_from_one_key_does_not_stall_another_students_question():
+    """ana floods the room (more long requests than slots); beto's short question, sent once every slot
+    is ana's and the rest of her flood waits, finishes while her flood still runs (FIFO would finish
+    every one of ana's requests first)."""
+    import concurrent.futures as cf
+    import time
+
+    b = gs.LocalBackend.tiny(n_ctx=512, slots=2, shared=False)
+    try:
+        app = create_app([b], api_keys={ANA: "ana", BETO: "beto"})
+        flood_n = 4
+        with ServerThread(app) as srv, cf.ThreadPoolExecutor(flood_n + 1) as pool:
+            long = {"max_tokens": 160, "ignore_eos": True}
+            flood = [pool.submit(chat, srv, ANA, f"Contame una historia larga {i}", **long)
+                     for i in range(flood_n)]
+            deadline = time.monotonic() + 120
+            while not (b.engine_stats()["running"] == 2 and b.engine_stats()["waiting"] == flood_n - 2):
+                assert time.monotonic() < deadline, f"the flood never filled the engine: {b.engine_stats()}"
+                assert not any(f.done() for f in flood), "a flood request ended before the engine was full"
+                time.sleep(0.005)  # polling the engine's own counters for a state, not waiting out a time
+            r = chat(srv, BETO, "¿Cuánto es 2 + 2?")
+            assert r.status_code == 200, r.text
+            unfinished = sum(not f.done() for f in flood)
+            assert unfinished > 0, "beto's question waited for ana's whole flood"
+            assert b.engine_stats()["preemptions"] >= 1  # ana held every slot: her newest one made room
+            assert all(f.result().status_code == 200 for f in flood)  # preempted, not lost
+            assert all(f.result().json()["usage"]["completion_tokens"] == 160 for f in flood)
+    finally:
+        b.close()
