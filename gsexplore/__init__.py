@@ -37,7 +37,7 @@ _LAZY = {
 
 __all__ = ["APIConnectionError", "APIError", "APITimeoutError", "AuthenticationError", "BadRequestError",
            "Completion", "EngineError", "GSExploreError", "ModelNotFoundError", "ParamSpec", "Params", "ParamsError",
-           "RateLimitError", "ServerError", "UnsupportedParam", "Usage", "sweep", *_LAZY]
+           "RateLimitError", "ServerError", "UnsupportedParam", "Usage", "sweep", "agreement", "agreement_sweep", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -63,3 +63,4 @@ _register_accessor()
 # import of the module `gsexplore.sweep` (by the panels, the CLI...) would otherwise
 # rebind `gs.sweep` to the module.
 from .sweep import sweep  # noqa: E402
+from .agreement import agreement, agreement_sweep  # noqa: E402  (the same reason: module and function share a name)

@@ -4,7 +4,7 @@
     gsexplore serve --model demo                     # a GradienteSur-compatible server on 127.0.0.1:8000
     gsexplore chat "Hola, ¿cómo estás?" --temperature 0.7
     gsexplore chat --remote                          # the GradienteSur API ($GS_API_KEY)
-    gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB]
+    gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB] | build tiny-qwen3 [--quant Q8_0]
     gsexplore sweep CONFIG.yaml [--to-batch requests.jsonl | --from-batch results.jsonl]
     gsexplore batch run -i requests.jsonl -o results.jsonl --model demo   # vLLM's run-batch, locally
 
@@ -127,16 +127,44 @@ def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import serve
 
-    keys = serve.load_keys(args.api_key_file)
-    serve.check_binding(args.host, keys)
+    if args.make_keys is not None:
+        if not args.api_key_file:
+            raise GSExploreError("--make-keys needs --api-key-file FILE: where the new keys are written")
+        made = serve.make_keys(args.make_keys, args.api_key_file, args.public_url or _public_url(args),
+                               admin_path=args.admin_key_file)
+        print(f"gsexplore serve: {len(made)} keys in {args.api_key_file}, the sheet to print in "
+              f"{serve.sheet_path(args.api_key_file)}"
+              + (f", the teacher's key in {args.admin_key_file}" if args.admin_key_file else ""), flush=True)
+        if args.keys_only:
+            return 0
+    elif args.keys_only:
+        raise GSExploreError("--keys-only goes with --make-keys N")
+    keys = serve.load_labelled_keys(args.api_key_file)
+    admins = serve.load_labelled_keys(args.admin_key_file, env={}, prefix="docente") if args.admin_key_file else {}
+    serve.check_binding(args.host, {*keys, *admins})
     serve.serve(
         args.model, filename=args.filename, host=args.host, port=args.port, api_keys=keys,
         instances=args.instances, served_model_names=args.served_model_name,
         max_tokens_cap=args.max_tokens_cap, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
         artificial_latency_s=args.artificial_latency_ms / 1000.0, backend_kwargs=_local_kwargs(args),
-        log_level=args.log_level, max_n=args.max_n, docs=not args.disable_fastapi_docs,
+        log_level=args.log_level, max_n=args.max_n, docs=not args.disable_fastapi_docs, admin_keys=admins,
+        max_running_per_key=args.max_running_per_key, tpm_per_key=args.tpm_per_key, class_store=args.class_store,
     )
     return 0
+
+
+def _public_url(args: argparse.Namespace) -> str:
+    """The URL students type: this machine's address when listening on every interface."""
+    import socket
+
+    host = args.host
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{args.port}/v1"
 
 
 # --------------------------------------------------------------------------
@@ -271,6 +299,22 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.model != models.TINY_QWEN3_NAME and models.ALIASES.get(args.model) != models.TINY_QWEN3_NAME:
+        _err(f"only tiny-qwen3 is built here, not {args.model!r}; quantize any GGUF in Python with "
+             "gsexplore.models.quantize(src, dst, kind)")
+        return 2
+    try:
+        path = models.tiny_qwen3(quant=args.quant)
+    except ValueError as e:
+        _err(str(e))
+        return 2
+    _out(f"tiny-qwen3{'' if args.quant is None else ' ' + args.quant.upper()}: {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------
 # sweep (written in gsexplore/sweep_cli.py; imported only when used)
 
@@ -334,8 +378,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
                     "other addresses need API keys)")
     sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--api-key-file", help="file with one API key per line (keys also from "
-                    "$GSEXPLORE_SERVER_KEYS, comma-separated)")
+    sp.add_argument("--api-key-file", help="file with one API key per line, optionally followed by the "
+                    "student's label ('KEY ana'; unlabelled keys are alumno-1, -2, ...); keys also from "
+                    "$GSEXPLORE_SERVER_KEYS, comma-separated")
+    sp.add_argument("--admin-key-file", help="the teacher's keys (same format): they open the class view "
+                    "at /class")
+    sp.add_argument("--make-keys", type=int, metavar="N", help="write N fresh labelled keys to --api-key-file "
+                    "(which must not exist), a printable sheet beside it (FILE.html) and, with --admin-key-file "
+                    "not existing yet, a teacher's key there; then serve")
+    sp.add_argument("--keys-only", action="store_true", help="with --make-keys: write the keys and exit")
+    sp.add_argument("--public-url", help="the server's URL printed on the key sheet (default: this machine's "
+                    "address, --port and /v1)")
+    sp.add_argument("--max-running-per-key", type=int, metavar="N",
+                    help="requests one student may have in progress (the next is a 429)")
+    sp.add_argument("--tpm-per-key", type=int, metavar="N",
+                    help="tokens (prompt + completion) one student may use per minute (then 429)")
+    sp.add_argument("--class-store", metavar="FILE", help="record every finished answer, with its student, "
+                    "in this store (.parquet or .jsonl; gs.load reads it)")
     sp.add_argument("--served-model-name", action="append",
                     help="another model name clients may send (repeatable; the --model value as typed, the GGUF "
                          "file's stem and Qwen/Qwen3-1.7B are always served: the alias lets the GradienteSur "
@@ -394,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("model", nargs="?", help="'demo', 'tiny-qwen3' or a Hugging Face repo id")
     fp.add_argument("--filename", help="glob selecting the GGUF in the repo (e.g. '*Q4_K_M.gguf')")
     fp.set_defaults(func=cmd_models_fetch)
+    bp = msub.add_parser("build", help="build tiny-qwen3, optionally quantized by llama.cpp (--quant Q8_0)")
+    bp.add_argument("model", help="'tiny-qwen3'")
+    bp.add_argument("--quant", help="a llama.cpp type such as Q8_0 or Q4_0 (default: f16)")
+    bp.set_defaults(func=cmd_models_build)
     mp.set_defaults(func=lambda a: (mp.print_help(), 0)[1])
 
     # doctor

@@ -62,10 +62,9 @@ class Usage:
                    d.get("reasoning_tokens", details.get("reasoning_tokens")))
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire shape vLLM uses."""
-        from .wire import usage_dict
-
-        return usage_dict(self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        """The counts as a dict (vLLM's wire object is ``gsexplore.wire.usage_dict(usage)``)."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens, "reasoning_tokens": self.reasoning_tokens}
 
 
 @dataclass
@@ -162,21 +161,17 @@ class Completion:
         """The text of the last user message."""
         return last_user_text(self.messages)
 
+    # The two views below live in the modules above the record (`gsexplore.tokens`,
+    # `gsexplore.row`); these are call-time shorthands kept for notebooks and panels that
+    # call them. The record itself computes no tokens, rows or wire JSON.
     def tokens(self) -> Any:
-        """The generated tokens with probabilities, ranks, entropies and alternatives (`gsexplore.tokens.Tokens`)."""
+        """Shorthand for ``gsexplore.tokens.Tokens(c)``: the generated tokens with probabilities and alternatives."""
         from .tokens import Tokens
 
         return Tokens(self)
 
-    @property
-    def token_stats(self) -> tuple[float | None, float | None]:
-        """(mean entropy per token in nats, perplexity); None without logprobs."""
-        from .tokens import token_stats
-
-        return token_stats(self.logprobs)
-
     def to_row(self) -> dict[str, Any]:
-        """A flat dict: the outcome, then one column per parameter (None when not set); see `gsexplore.row`."""
+        """Shorthand for ``gsexplore.row.completion_row(c)``: the flat dict of a table row."""
         from .row import completion_row
 
         return completion_row(self)

@@ -34,59 +34,20 @@ import json
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
+from .metric_specs import MEASURES, METRICS
+from .stats import metric_kind
+
+__all__ = ["METRICS", "GROUP_TEXT_METRICS", "normalize", "words", "ngrams", "repetition_rate", "exact_match", "contains",
            "distinct_n", "pairwise_similarity", "row_metrics", "group_metrics", "add_metrics",
            "mean_ci", "metric_kind", "metric_values", "summarize", "varied_params", "with_metric"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A metric's level ("row" or "group") and its labels."""
-
-    level: str
-    en: str
-    es: str
-    bounds: tuple[float, float] | None = None  # the metric's range: intervals are clipped to it
-    binary: bool = False  # a 0/1 outcome per row: summarised as a rate (Wilson)
-
-    def label(self, lang: str = "en") -> str:
-        return self.es if lang == "es" else self.en
-
-
-METRICS: dict[str, Metric] = {
-    "n_chars": Metric("row", "characters", "caracteres"),
-    "n_words": Metric("row", "words", "palabras"),
-    "n_tokens": Metric("row", "completion tokens", "tokens generados"),
-    "repetition_rate": Metric("row", "repetition rate (3-grams)", "tasa de repetición (3-gramas)", (0.0, 1.0)),
-    "exact_match": Metric("row", "exact match", "coincidencia exacta", (0.0, 1.0), binary=True),
-    "contains_expected": Metric("row", "contains the expected answer", "contiene la respuesta esperada", (0.0, 1.0), binary=True),
-    "is_error": Metric("row", "error rate", "tasa de errores", (0.0, 1.0), binary=True),
-    "distinct_1": Metric("group", "distinct-1", "distinct-1 (palabras únicas)", (0.0, 1.0)),
-    "distinct_2": Metric("group", "distinct-2", "distinct-2 (bigramas únicos)", (0.0, 1.0)),
-    "pairwise_similarity": Metric("group", "pairwise similarity (Jaccard)", "similitud entre respuestas (Jaccard)", (0.0, 1.0)),
-    "validity_rate": Metric("group", "validity rate", "tasa de validez", (0.0, 1.0)),
-    "n_outputs": Metric("group", "outputs per cell", "respuestas por celda"),
-}
-#: Columns of a sweep that summaries and plots treat like metrics (they are per row already).
-MEASURES: dict[str, Metric] = {
-    "latency_s": Metric("row", "latency (s)", "latencia (s)"),
-    "tokens_per_s": Metric("row", "tokens per second", "tokens por segundo"),
-    "completion_tokens": Metric("row", "completion tokens", "tokens generados"),
-    "prompt_tokens": Metric("row", "prompt tokens", "tokens del prompt"),
-    "reasoning_tokens": Metric("row", "reasoning tokens", "tokens de razonamiento"),
-    "guided_valid": Metric("row", "valid output", "salida válida", (0.0, 1.0), binary=True),
-    "mean_entropy": Metric("row", "mean token entropy (nats)", "entropía media por token (nats)", (0.0, math.inf)),
-    "perplexity": Metric("row", "perplexity", "perplejidad", (1.0, math.inf)),
-}
 
 
 # --------------------------------------------------------------------------
@@ -182,6 +143,14 @@ def pairwise_similarity(texts: Sequence[str | None]) -> float:
     return float(np.mean([jaccard(a, b) for a, b in pairs]))
 
 
+#: The group metrics that are a function of a group's texts: what a permutation test recomputes.
+GROUP_TEXT_METRICS: dict[str, Any] = {
+    "distinct_1": lambda texts: distinct_n(texts, 1),
+    "distinct_2": lambda texts: distinct_n(texts, 2),
+    "pairwise_similarity": pairwise_similarity,
+}
+
+
 # --------------------------------------------------------------------------
 # DataFrames
 
@@ -264,21 +233,6 @@ def add_metrics(df: pd.DataFrame, by: str | list[str] = "cell_id") -> pd.DataFra
 
 # --------------------------------------------------------------------------
 # intervals and summaries
-
-def metric_kind(metric: str, values: Iterable[Any] | None = None) -> str:
-    """"rate" for booleans and 0/1 metrics (Wilson, McNemar, Fisher), else "mean" (bootstrap, Wilcoxon)."""
-    m = METRICS.get(metric) or MEASURES.get(metric)
-    if m is not None:
-        return "rate" if m.binary else "mean"
-    if values is None:
-        return "mean"
-    s = values if isinstance(values, pd.Series) else pd.Series(list(values))
-    if pd.api.types.is_bool_dtype(s):
-        return "rate"
-    from .stats import is_binary
-
-    return "rate" if is_binary(pd.to_numeric(s, errors="coerce")) else "mean"
-
 
 def with_metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """``df`` with the column ``metric`` (metrics added on demand), one row per cell for a group metric.

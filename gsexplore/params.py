@@ -267,6 +267,10 @@ class Params(BaseModel):
         "advanced", "int",
         "Prioridad de la petición (solo para modelos que lo soportan).",
         "Request priority (only where the server schedules by priority).", default=0)
+    user: str | None = _p(
+        "advanced", "str",
+        "Quién envía la petición (el campo `user` de OpenAI); en una clase sin claves, el nombre del alumno.",
+        "Who sends the request (OpenAI's `user` field); in a class without keys, the student's name.")
     logits_processors: list[Any] | None = _p(
         "advanced", "json",
         "Lista de procesadores de logits a aplicar durante el muestreo.",

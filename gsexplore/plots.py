@@ -28,7 +28,7 @@ from .metrics import MEASURES, METRICS, mean_ci, with_metric
 
 __all__ = ["plot", "line", "distribution", "heatmap", "forest", "plot_backends", "save"]
 
-Kind = Literal["line", "box", "violin", "strip", "heatmap", "compare"]
+Kind = Literal["line", "box", "violin", "strip", "heatmap", "compare", "agreement", "transfer"]
 
 _WORDS = {
     "vs": {"en": "vs", "es": "según"},
@@ -237,16 +237,24 @@ def heatmap(df: pd.DataFrame, x: str, y: str, value: str, ax: Axes | None = None
     return ax
 
 
-def forest(df: pd.DataFrame, x: str, y: str, baseline: Any = None, ax: Axes | None = None, *,
-           lang: str = "en", title: str | None = None, **compare_kw: Any) -> Axes:
+def forest(df: pd.DataFrame, x: str | None = None, y: str | list[str] | None = None, baseline: Any = None,
+           ax: Axes | None = None, *, lang: str = "en", title: str | None = None, **compare_kw: Any) -> Axes:
     """Forest plot of `df.gs.compare(by=x, metric=y)`: each level's difference from the baseline, 95% CI.
 
-    The comparison is kept on the Axes as ``ax.gs_compare``; filled markers are
-    significant after Holm's adjustment, hollow ones are not.
+    ``df`` is a sweep, or a comparison already made (then every row of it is drawn,
+    with its own Holm-adjusted p: the plot shows the table's family, and the title
+    says which). The comparison is kept on the Axes as ``ax.gs_compare``; filled
+    markers are significant after Holm's adjustment, hollow ones are not.
     """
     from .comparison import compare
 
-    out = compare(df, x, metric=y, baseline=baseline, **compare_kw)
+    if "p_adj" in df.columns and "family" in df.attrs:
+        out, x = df, df.attrs["by"]
+    else:
+        if x is None:
+            raise ValueError("give x (the parameter to compare), or a comparison made by df.gs.compare")
+        out = compare(df, x, metric=y, baseline=baseline, **compare_kw)
+    several = out["metric"].nunique() > 1
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 0.6 * len(out) + 1.8))
     alpha = out.attrs.get("alpha", 0.05)
@@ -258,22 +266,30 @@ def forest(df: pd.DataFrame, x: str, y: str, baseline: Any = None, ax: Axes | No
     ax.scatter(diff[sig], ys[sig], color="C0", zorder=3, label=f"p_adj < {alpha:g}")
     ax.scatter(diff[~sig], ys[~sig], facecolors="white", edgecolors="C0", zorder=3, label=f"p_adj ≥ {alpha:g}")
     ax.axvline(0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(ys, [f"{label(x, lang)} = {_fmt(v, lang)}" for v in out[x]])
+    ax.set_yticks(ys, [f"{label(x, lang)} = {_fmt(v, lang)}" + (f" · {label(m, lang)}" if several else "")
+                       for v, m in zip(out[x], out["metric"])])
     for yy, (_, r) in zip(ys, out.iterrows()):
         ax.annotate(f"p_adj={r['p_adj']:.2g} ({r['test'].split(' ')[0]})", (r["ci_high"], yy),
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
     base = _fmt(out.attrs.get("baseline"), lang)
-    ax.set_xlabel(f"{label(y, lang)}: {_w('diff', lang)} {label(x, lang)} = {base} "
+    what = ", ".join(label(m, lang) for m in pd.unique(out["metric"]))
+    ax.set_xlabel(f"{what}: {_w('diff', lang)} {label(x, lang)} = {base} "
                   + ("(IC 95 %)" if lang == "es" else "(95% CI)"))
-    ax.set_title(title if title is not None else f"{label(y, lang)} {_w('vs', lang)} {label(x, lang)} = {base}")
+    if title is None:
+        from .i18n import msg
+
+        family = msg("stats.family", lang, n=len(out), metrics=what, by=x, baseline=base,
+                     levels=", ".join(_fmt(v, lang) for v in pd.unique(out[x])))
+        title = f"{what} {_w('vs', lang)} {label(x, lang)} = {base}\n{family}"
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     ax.gs_compare = out  # type: ignore[attr-defined]
     return ax
 
 
-def plot(df: pd.DataFrame, x: str, y: str, hue: str | None = None, col: str | None = None,
-         kind: Kind = "line", ax: Axes | None = None, *, lang: str = "en", title: str | None = None,
+def plot(df: pd.DataFrame, x: str | None = None, y: str | None = None, hue: str | None = None,
+         col: str | None = None, kind: Kind = "line", ax: Axes | None = None, *, lang: str = "en", title: str | None = None,
          **kw: Any) -> Axes | Figure:
     """A metric (or column) y against a parameter x; kind line | box | violin | strip | heatmap.
 
@@ -281,8 +297,20 @@ def plot(df: pd.DataFrame, x: str, y: str, hue: str | None = None, col: str | No
     value (and returns the Figure). For ``kind="heatmap"`` the second parameter is
     ``hue`` (rows) and y is the value shown: ``plot(df, "temperature", "distinct_2",
     hue="top_k", kind="heatmap")``. ``kind="compare"`` is a forest plot of each
-    level of x against ``baseline=`` (default: the first level), see `forest`.
+    level of x against ``baseline=`` (default: the first level), see `forest`; given a
+    comparison (``gs.plot(df.gs.compare(...), kind="compare")``) it draws that table.
+    ``kind="agreement"`` draws a `gsexplore.agreement.agreement` table (KL along the
+    text, the tokens under it); ``kind="transfer"`` an `agreement_sweep` table.
     """
+    if kind in ("agreement", "transfer"):
+        from . import plots_agreement
+
+        draw = plots_agreement.agreement_line if kind == "agreement" else plots_agreement.transfer_forest
+        return draw(df, ax=ax, lang=lang, title=title, **kw)
+    if kind == "compare" and x is None and "family" in df.attrs:
+        return forest(df, ax=ax, lang=lang, title=title, **kw)
+    if x is None or y is None:
+        raise ValueError(f"kind={kind!r} needs x and y (a parameter and a metric)")
     if col is not None:
         if ax is not None:
             raise ValueError("col draws its own figure: leave ax out")
@@ -315,7 +343,7 @@ def plot(df: pd.DataFrame, x: str, y: str, hue: str | None = None, col: str | No
         if hue is not None:
             raise ValueError("kind='compare' compares the levels of x: use col= to split, not hue")
         return forest(df, x, y, ax=ax, lang=lang, title=title, **kw)
-    raise ValueError(f"kind must be line, box, violin, strip, heatmap or compare, not {kind!r}")
+    raise ValueError(f"kind must be line, box, violin, strip, heatmap, compare, agreement or transfer, not {kind!r}")
 
 
 def plot_backends(df: pd.DataFrame, x: str, y: str, hue: str | None = None, kind: Kind = "line", *,

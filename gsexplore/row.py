@@ -2,20 +2,22 @@
 
 The playground's table (`Completion.to_row`) and every sweep row (`gsexplore.sweep`)
 take their outcome columns from `outcome`; the store orders its columns by
-`ROW_COLUMNS`.
+`ROW_COLUMNS`. The token statistics of a row (mean entropy, perplexity) are computed
+here from the record's logprobs; `gsexplore.tokens` shows them token by token.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import math
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .params import Params
 
 if TYPE_CHECKING:
     from .completion import Completion
 
-__all__ = ["HEAD", "OUTCOME", "TAIL", "ROW_COLUMNS", "outcome", "completion_row"]
+__all__ = ["HEAD", "OUTCOME", "TAIL", "ROW_COLUMNS", "outcome", "completion_row", "token_entropy", "token_stats"]
 
 #: Columns of a sweep row before the parameters (Params.to_row()).
 HEAD = ["sweep_id", "cell_id", "repeat", "choice", "backend", "model",
@@ -33,10 +35,32 @@ TAIL = [*OUTCOME[:-1], "guided_valid", OUTCOME[-1],
 ROW_COLUMNS = HEAD + [n for n in Params.names() if n not in HEAD] + TAIL
 
 
+def token_entropy(entry: dict[str, Any]) -> float | None:
+    """Entropy (nats) of one position: exact when the entry says, else over its top_logprobs."""
+    if entry.get("entropy") is not None:
+        return float(entry["entropy"])
+    top = entry.get("top_logprobs") or []
+    if not top:
+        return None
+    ps = [math.exp(t["logprob"]) for t in top if t["logprob"] > -math.inf]
+    rest = max(0.0, 1.0 - sum(ps))
+    return float(-sum(p * math.log(p) for p in ps if p > 0) - (rest * math.log(rest) if rest > 0 else 0.0))
+
+
+def token_stats(logprobs: Sequence[dict[str, Any]] | None) -> tuple[float | None, float | None]:
+    """(mean entropy, perplexity) of a completion's logprobs; None where they say nothing."""
+    if not logprobs:
+        return None, None
+    lps = [float(e["logprob"]) for e in logprobs if e.get("logprob") is not None]
+    ents = [h for h in (token_entropy(e) for e in logprobs) if h is not None]
+    ppl = math.exp(-sum(lps) / len(lps)) if lps else None
+    return (sum(ents) / len(ents) if ents else None), ppl
+
+
 def outcome(c: Completion) -> dict[str, Any]:
     """The `OUTCOME` columns of one choice."""
     u = c.usage
-    entropy, perplexity = c.token_stats
+    entropy, perplexity = token_stats(c.logprobs)
     return {
         "content": c.content,
         "reasoning_content": c.reasoning_content,

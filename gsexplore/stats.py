@@ -11,9 +11,13 @@ Intervals (95% unless ``confidence`` says otherwise)
     means (everything else): bias-corrected and accelerated bootstrap (BCa,
         ``scipy.stats.bootstrap``), seeded so the same data give the same interval.
 
-Tests, effect sizes and power: see `gsexplore.comparison.compare`, which uses
-`paired_test` / `unpaired_test` below, ``multipletests(method="holm")`` and
-`repeats_needed` (``statsmodels.stats.power``).
+Tests, effect sizes and power: `paired_test` / `unpaired_test` below,
+``multipletests(method="holm")`` and `repeats_needed` (``statsmodels.stats.power``);
+the tests within strata (every repeat of every prompt) are in `gsexplore.stratified`,
+and `gsexplore.comparison.compare` chooses among them for a sweep.
+
+This module works on arrays and reads the metric declarations
+(`gsexplore.metric_specs`) for a metric's kind; it imports no DataFrame verbs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 
 __all__ = ["wilson", "clopper_pearson", "rate_ci", "bootstrap_ci", "interval", "Interval", "is_binary",
-           "TestResult", "paired_test", "unpaired_test", "holm", "repeats_needed", "n_to_detect", "compare"]
+           "TestResult", "paired_test", "unpaired_test", "holm", "repeats_needed", "n_to_detect", "metric_kind"]
 
 RateMethod = Literal["wilson", "clopper-pearson"]
 _SM_METHOD = {"wilson": "wilson", "clopper-pearson": "beta"}
@@ -40,6 +44,37 @@ def _clean(values: Iterable[Any]) -> np.ndarray:
     import pandas as pd
 
     return np.asarray([float(v) for v in values if not pd.isna(v)], dtype=float)
+
+
+def metric_kind(metric: str, values: Iterable[Any] | None = None) -> str:
+    """"rate" for booleans and 0/1 metrics (Wilson, McNemar, CMH), else "mean" (bootstrap, permutation)."""
+    from .metric_specs import spec
+
+    m = spec(metric)
+    if m is not None:
+        return "rate" if m.binary else "mean"
+    if values is None:
+        return "mean"
+    import pandas as pd
+
+    s = values if isinstance(values, pd.Series) else pd.Series(list(values))
+    if pd.api.types.is_bool_dtype(s):
+        return "rate"
+    return "rate" if is_binary(pd.to_numeric(s, errors="coerce")) else "mean"
+
+
+def _column_values(data: Any, metric: str) -> np.ndarray:
+    """A metric column of a sweep as floats, once per cell for a group metric."""
+    import pandas as pd
+
+    from .metric_specs import spec
+
+    if metric not in data.columns:
+        raise KeyError(f"{metric!r} is not a column of data: add the metrics first (df.gs.add_metrics())")
+    m = spec(metric)
+    if m is not None and m.level == "group" and "cell_id" in data.columns:
+        data = data.drop_duplicates("cell_id")
+    return pd.to_numeric(data[metric].astype("object"), errors="coerce").to_numpy(float)
 
 
 def is_binary(values: Iterable[Any]) -> bool:
@@ -285,22 +320,17 @@ def repeats_needed(metric: str, delta: float, *, baseline: float | None = None, 
     Rates (0/1 metrics): the effect is Cohen's h between ``baseline`` (default 0.5,
     the worst case) and ``baseline + delta``, solved with NormalIndPower. Means: the
     effect is delta / sd (``sd`` given, or estimated from the metric in ``data``, a
-    sweep DataFrame), solved with TTestIndPower, or TTestPower on paired differences
+    sweep DataFrame with the metric as a column, e.g. after ``df.gs.add_metrics()``),
+    solved with TTestIndPower, or TTestPower on paired differences
     when ``paired`` (then ``sd`` is the SD of the differences). Two-sided.
     """
     from statsmodels.stats.power import NormalIndPower, TTestIndPower, TTestPower
 
     if delta == 0:
         raise ValueError("delta must not be 0: no number of repeats detects no difference")
-    values = None
-    if data is not None:
-        from .metrics import metric_values
-
-        values = metric_values(data, metric)
+    values = None if data is None else _column_values(data, metric)
     if kind == "auto":
-        from .metrics import metric_kind
-
-        kind = metric_kind(metric, values)
+        kind = metric_kind(metric, values)  # type: ignore[assignment]
     if kind == "rate":
         p0 = baseline if baseline is not None else (float(np.nanmean(values)) if values is not None else 0.5)
         p1 = p0 + delta
@@ -346,10 +376,3 @@ def _solve(solver: Any, effect: float, alpha: float, power: float) -> int:
     if not math.isfinite(n):
         raise ValueError(f"power analysis found no n for effect {effect:g}")
     return int(math.ceil(n))
-
-
-def compare(df: Any, by: str, metric: str | list[str] | None = None, baseline: Any = None, **kw: Any) -> Any:
-    """`gsexplore.comparison.compare` (also ``df.gs.compare``)."""
-    from .comparison import compare as _compare
-
-    return _compare(df, by, metric=metric, baseline=baseline, **kw)

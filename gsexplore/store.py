@@ -245,7 +245,8 @@ def latest_attempts(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or not set(KEY + ["run_id"]).issubset(df.columns):
         return df
     df = df.reset_index(drop=True)
-    key = df["cell_id"].astype(str) + "|" + df["repeat"].astype(str) + "|" + df["seed"].astype(str)
+    # (a nullable Int64 NA, an unseeded request, would make the whole key NA and drop the row)
+    key = df["cell_id"].astype(str) + "|" + df["repeat"].astype(str) + "|" + df["seed"].astype("string").fillna("")
     ok = df["error_type"].isna().to_numpy() if "error_type" in df.columns else True
     attempt = key + "#" + df["run_id"].astype(str)
     tmp = pd.DataFrame({"key": key, "attempt": attempt, "ok": ok, "order": range(len(df))})

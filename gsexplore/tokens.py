@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
+from .row import token_entropy, token_stats
+
 if TYPE_CHECKING:
     from .completion import Completion
 
@@ -44,28 +46,6 @@ class Token:
     def prob(self) -> float:
         """The chosen token's probability."""
         return math.exp(self.logprob)
-
-
-def token_entropy(entry: dict[str, Any]) -> float | None:
-    """Entropy (nats) of one position: exact when the entry says, else over its top_logprobs."""
-    if entry.get("entropy") is not None:
-        return float(entry["entropy"])
-    top = entry.get("top_logprobs") or []
-    if not top:
-        return None
-    ps = [math.exp(t["logprob"]) for t in top if t["logprob"] > -math.inf]
-    rest = max(0.0, 1.0 - sum(ps))
-    return float(-sum(p * math.log(p) for p in ps if p > 0) - (rest * math.log(rest) if rest > 0 else 0.0))
-
-
-def token_stats(logprobs: Sequence[dict[str, Any]] | None) -> tuple[float | None, float | None]:
-    """(mean entropy, perplexity) of a completion's logprobs; None where they say nothing."""
-    if not logprobs:
-        return None, None
-    lps = [float(e["logprob"]) for e in logprobs if e.get("logprob") is not None]
-    ents = [h for h in (token_entropy(e) for e in logprobs) if h is not None]
-    ppl = math.exp(-sum(lps) / len(lps)) if lps else None
-    return (sum(ents) / len(ents) if ents else None), ppl
 
 
 def _rank(entry: dict[str, Any]) -> int | None:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from .completion import Completion, MessagesLike, to_messages
+from .completion import Completion, MessagesLike, Usage, to_messages
 from .params import Params
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "KEY_ENV", "Spelling", "request_body", "py_literal",
@@ -73,11 +73,10 @@ def new_id(prefix: str = "chatcmpl") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage_dict(prompt_tokens: int | None, completion_tokens: int | None,
-               total_tokens: int | None) -> dict[str, Any]:
-    """vLLM's usage object."""
-    return {"prompt_tokens": prompt_tokens, "total_tokens": total_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": None}
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """vLLM's usage object of a Completion's counts."""
+    return {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens,
+            "completion_tokens": usage.completion_tokens, "prompt_tokens_details": None}
 
 
 def message(content: str | None, reasoning_content: str | None = None, tool_calls: list[Any] | None = None,
@@ -110,7 +109,7 @@ def completion_response(c: Completion, model: str) -> dict[str, Any]:
             c.id or new_id(), model,
             [choice(ch.index, message(ch.content, ch.reasoning_content, ch.tool_calls), ch.logprobs,
                     ch.finish_reason, ch.stop_reason) for ch in c.choices],
-            c.usage.to_dict(), c.prompt_logprobs, int(time.time()))
+            usage_dict(c.usage), c.prompt_logprobs, int(time.time()))
     raw["model"] = model
     if not raw.get("id"):
         raw["id"] = new_id()
@@ -148,7 +147,7 @@ def text_response(c: Completion, model: str, echo: str | None = None) -> dict[st
                      "logprobs": text_logprobs(ch.logprobs, top_n, len(echo or "")),
                      "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason,
                      "prompt_logprobs": None} for ch in c.choices],
-        "usage": c.usage.to_dict(),
+        "usage": usage_dict(c.usage),
     }
 
 

@@ -75,3 +75,22 @@ def test_html_repr_shows_reasoning_collapsed_and_usage():
     h = c._repr_html_()
     assert "<details>" in h and "216 completion" in h and "stop" in h and "1.500" in h
     assert "&lt;" not in c.content and "Estoy bien" in h
+
+
+def test_the_record_builds_no_wire_json():
+    import ast
+    from pathlib import Path
+
+    import gsexplore
+
+    tree = ast.parse((Path(gsexplore.__file__).parent / "completion.py").read_text())
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.level}
+    anywhere = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+    assert top == {"errors", "params"} and "wire" not in anywhere
+    from gsexplore.completion import Usage
+    from gsexplore.wire import usage_dict
+
+    u = Usage(3, 2, 5)
+    assert usage_dict(u) == {"prompt_tokens": 3, "total_tokens": 5, "completion_tokens": 2,
+                             "prompt_tokens_details": None}
+    assert u.to_dict() == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "reasoning_tokens": None}

@@ -225,3 +225,43 @@ def test_from_spec_builds_the_backend_a_spec_names(tiny_model_path):
     remote = from_spec("https://x.test/v1", api_key="sk-123456", model="m")
     assert isinstance(remote, RemoteBackend) and remote.base_url == "https://x.test/v1" and remote.model == "m"
     assert resolve("tiny") == resolve("tiny-qwen3") == tiny_model_path  # one alias, accepted everywhere
+
+
+def test_quantize_writes_a_q8_0_llama_cpp_reads(tiny_path: Path, tmp_path: Path) -> None:
+    import gguf
+
+    out = models.quantize(tiny_path, tmp_path / "tiny-Q8_0.gguf", "q8_0")
+    assert out.stat().st_size < 0.75 * tiny_path.stat().st_size  # 8.5 bits per weight instead of 16
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
+    assert types["blk.0.attn_q.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left behind
+    with pytest.raises(ValueError, match="kind must be one of .*Q8_0"):
+        models.quantize(tiny_path, tmp_path / "x.gguf", "Q9_9")
+    with pytest.raises(ModelNotFoundError):
+        models.quantize(tmp_path / "missing.gguf", tmp_path / "y.gguf")
+
+
+def test_tiny_qwen3_quant_is_cached_beside_f16_and_loads(tiny_path: Path, tiny_llm: llama_cpp.Llama) -> None:
+    q8 = models.tiny_qwen3(quant="Q8_0")
+    assert q8.parent == models.cache_dir() / "variants" and q8.name == f"{tiny_path.stem}-Q8_0.gguf"
+    assert list(tiny_path.parent.glob(f"{tiny_path.stem}-*")) == []  # the models folder keeps one tiny model
+    assert str(q8) in [r["name"] for r in models.list_models()]
+    mtime = q8.stat().st_mtime_ns
+    assert models.tiny_qwen3(quant="Q8_0") == q8 and q8.stat().st_mtime_ns == mtime  # not rebuilt
+    assert models.tiny_qwen3(quant="F16") == tiny_path
+    llm = load_llama(q8, n_gpu_layers=0, n_ctx=64)[0]
+    try:
+        text = "¿Qué es un número primo?".encode()
+        assert llm.tokenize(text, add_bos=False) == tiny_llm.tokenize(text, add_bos=False)
+        assert llm.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
+    finally:
+        llm.close()
+
+
+def test_models_build_command(tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gsexplore.cli import main
+
+    assert main(["models", "build", "tiny-qwen3", "--quant", "Q8_0"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{tiny_path.stem}-Q8_0.gguf")
+    assert main(["models", "build", "demo", "--quant", "Q8_0"]) == 2
+    assert "quantize" in capsys.readouterr().err

@@ -27,6 +27,7 @@ EXPECTED = [
     "05_razonamiento",
     "06_local_vs_remoto",
     "07_logprobs",
+    "08_clase",
 ]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # Spanish in a title: an accented letter, ñ, ¿/¡, or a common Spanish word

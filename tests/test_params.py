@@ -22,7 +22,7 @@ VALID = {
     "guided_whitespace_pattern": r"[ ]?", "model": "Qwen/Qwen3-1.7B",
     "chat_template_kwargs": {"enable_thinking": False}, "add_special_tokens": True,
     "add_generation_prompt": False, "continue_final_message": True,
-    "truncate_prompt_tokens": 100, "priority": 1, "logits_processors": ["x"],
+    "truncate_prompt_tokens": 100, "priority": 1, "user": "ana", "logits_processors": ["x"],
     "extra_body": {"foo": 1},
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
     "tool_choice": "none",

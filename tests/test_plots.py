@@ -160,3 +160,15 @@ def test_compare_is_a_forest_of_the_comparison(tmp_path):
     plots.save(ax, tmp_path / "forest.png")
     with pytest.raises(ValueError, match="use col="):
         plots.plot(local, x="temperature", y="n_words", hue="top_k", kind="compare")
+
+
+def test_the_forest_of_a_comparison_shows_its_family_and_its_p_adj():
+    df = _df()
+    local = df[df.backend == "local"]
+    table = local.gs.compare(by="temperature", metric=["n_words", "n_chars"], baseline=0.0)
+    ax = plots.plot(table, kind="compare")
+    assert ax.gs_compare is table and len(ax.get_yticklabels()) == len(table) == 4
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == [f"p_adj={p:.2g} ({t.split(' ')[0]})" for p, t in zip(table["p_adj"], table["test"])]
+    assert "Holm family: 4 comparisons" in ax.get_title()
+    assert "Familia de Holm: 4 comparaciones" in plots.plot(table, kind="compare", lang="es").get_title()

@@ -130,7 +130,7 @@ def test_deeply_nested_bodies_are_400_not_500(srv, depth):
 
 
 def test_unknown_and_inert_fields_are_ignored_with_one_warning(srv, caplog):
-    inert = {"frobnicate": 3, "user": "alumno-7", "metadata": {"curso": "ia"}, "store": False,
+    inert = {"frobnicate": 3, "metadata": {"curso": "ia"}, "store": False,
              "parallel_tool_calls": True, "service_tier": "auto"}
     with caplog.at_level(logging.WARNING, logger="gsexplore.serve"):
         r = post(srv, chat(**inert))

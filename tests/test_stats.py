@@ -119,47 +119,124 @@ def _sweep(effect: float, seed: int, *, prompts: int = 4, repeats: int = 5, fixe
     return df
 
 
-def test_compare_finds_a_known_effect():
-    df = _sweep(effect=4, seed=1)
-    out = df.gs.compare(by="top_k", metric="n_words", baseline=50)
-    assert list(out.columns)[:13] == ["top_k", "baseline", "metric", "n", "paired", "diff", "ci_low", "ci_high",
-                                      "effect", "test", "p_value", "p_adj", "pairing"]
+def _temperature_sweep(effect: float, seed: int, *, prompts: int = 2, repeats: int = 6, rate: bool = False):
+    """The issue's design: temperature 0 vs 1.5, a few prompts, many repeats, prompts far apart."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(prompts):
+        for r in range(repeats):
+            for t in (0.0, 1.5):
+                if rate:
+                    y = float(rng.random() < (0.3 + 0.2 * p + (effect if t == 1.5 else 0)))
+                else:
+                    y = 0.1 + 0.3 * p + (effect if t == 1.5 else 0) + rng.normal(0, 0.1)
+                rows.append({"backend": "local", "model": "m", "prompt_id": f"p{p}", "cell_id": f"{t}-{p}",
+                             "repeat": r, "choice": 0, "temperature": t, "y": y})
+    df = frame(rows)
+    df.attrs["varied"] = ["temperature"]
+    return df
+
+
+def test_two_prompts_six_repeats_show_a_large_effect_and_say_what_for():
+    df = _temperature_sweep(effect=0.8, seed=0)
+    out = df.gs.compare(by="temperature", metric="y", baseline=0.0)
+    assert list(out.columns)[:16] == ["temperature", "baseline", "metric", "n", "paired", "diff", "ci_low",
+                                      "ci_high", "effect", "test", "p_value", "p_adj", "pairing", "inference",
+                                      "n_strata", "effect_name"]
     r = out.iloc[0]
-    assert r["top_k"] == 5 and r["baseline"] == 50 and r["n"] == 20 and bool(r["paired"])
-    assert r["pairing"] == "backend+model+prompt_id+repeat+choice"
-    assert r["test"] == "wilcoxon" and r["p_adj"] < 0.01
-    assert r["ci_low"] > 0 and r["ci_low"] < r["diff"] < r["ci_high"]
+    assert r["n"] == 12 and r["n_strata"] == 2 and r["pairing"] == "prompt_id"
+    assert r["test"] == "permutation (within strata)" and r["inference"] == "these prompts"
+    assert r["p_value"] < 0.01 and r["ci_low"] < r["diff"] < r["ci_high"] and r["ci_low"] > 0.6
+    breakdown = out.attrs["strata"][(1.5, "y")]
+    assert list(breakdown["prompt_id"]) == ["p0", "p1"] and (breakdown["diff"] > 0.6).all()
+    mixed = df.gs.compare(by="temperature", metric="y", baseline=0.0, model="mixed").iloc[0]
+    assert mixed["inference"] == "prompts like these" and mixed["test"].startswith("mixedlm")
+    assert any("2 estratos" in n or "2 strata" in n
+               for n in df.gs.compare(by="temperature", metric="y", baseline=0.0, model="mixed").attrs["notes"])
 
 
-def test_compare_rates_paired_and_unpaired_and_holm():
-    df = _sweep(effect=8, seed=2, prompts=6, repeats=10)  # contains_expected 0.9 vs 0.5
-    out = df.gs.compare(by="top_k", metric=["contains_expected", "n_words"], baseline=50)
-    em = out[out.metric == "contains_expected"].iloc[0]
-    assert em["test"].startswith("mcnemar") and em["effect"] > 0 and em["p_adj"] < 0.05
-    assert list(out["p_adj"]) == pytest.approx(list(S.holm(out["p_value"])))
-    un = df.gs.compare(by="top_k", metric=["contains_expected", "n_words"], baseline=50, pairing="none")
-    assert not un["paired"].any() and list(un["test"]) == ["fisher (newcombe ci)", "mann-whitney (bootstrap ci)"]
+def test_the_old_prompt_means_design_could_not_see_it():
+    # averaging the repeats leaves 2 pairs: an exact Wilcoxon on 2 pairs cannot go below p = 0.5
+    df = _temperature_sweep(effect=0.8, seed=0)
+    means = df.groupby(["prompt_id", "temperature"])["y"].mean().unstack()
+    assert S.paired_test(means[0.0], means[1.5], "mean").p_value == 0.5
 
 
-def test_compare_says_when_seeds_pair_too():
-    out = _sweep(effect=0, seed=3, fixed_seed=True).gs.compare(by="top_k", metric="n_words", warn=False)
-    assert out.iloc[0]["pairing"].endswith("+seed") and out.iloc[0]["baseline"] == 5
+def test_no_effect_rejects_about_one_seed_in_twenty():
+    hits = sum(int(_temperature_sweep(effect=0.0, seed=s).gs.compare(
+        by="temperature", metric="y", baseline=0.0, seed=s).iloc[0]["p_value"] < 0.05) for s in range(20))
+    # a test at level 5% exceeds 1 of 20 a quarter of the time; the 200-seed check below pins the level
+    assert hits <= 5  # P(X >= 6) < 0.3% at level 5%
 
 
-def test_compare_finds_nothing_without_an_effect_in_most_seeds():
+def test_the_stratified_permutation_test_keeps_its_level():
+    from gsexplore.stratified import stratified_test
+
     hits = 0
-    for seed in range(20):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnderpoweredWarning)
-            out = _sweep(effect=0, seed=100 + seed).gs.compare(by="top_k", metric="n_words", baseline=50)
-        hits += int(out.iloc[0]["p_value"] < 0.05)
-    assert hits <= 3  # about 1 in 20 at the 5% level
+    for s in range(200):  # 2 prompts x 6 repeats, no effect: about 10 of 200 below 0.05
+        rng = np.random.default_rng(1000 + s)
+        a = np.concatenate([0.1 + 0.3 * p + rng.normal(0, 0.1, 6) for p in range(2)])
+        b = np.concatenate([0.1 + 0.3 * p + rng.normal(0, 0.1, 6) for p in range(2)])
+        strata = [0] * 6 + [1] * 6
+        hits += stratified_test(a, b, strata, strata, "mean", seed=s).p_value < 0.05
+    assert hits <= 17  # P(X >= 18) < 1% for a test at level 5%
 
 
-def test_compare_warns_with_the_n_that_would_detect_it():
-    df = _sweep(effect=1, seed=5, prompts=2, repeats=2)
-    with pytest.warns(UnderpoweredWarning, match=r"n_words: diff .* not significant at n=4 .* about n=\d+ pairs"):
-        df.gs.compare(by="top_k", metric="n_words", baseline=50)
+def test_one_stratum_is_the_ordinary_permutation_test():
+    from scipy import stats as st
+
+    from gsexplore.stratified import stratified_test
+
+    a, b = [3.1, 2.0, 4.2, 3.3, 2.9], [4.0, 5.1, 3.9, 4.4, 6.0]
+    ours = stratified_test(a, b, ["p"] * 5, ["p"] * 5, "mean")
+    exact = st.permutation_test((b, a), lambda x, y: np.mean(x) - np.mean(y), permutation_type="independent",
+                                n_resamples=np.inf).pvalue  # all 252 splits
+    assert ours.p_value == pytest.approx(exact, abs=0.01)
+    assert ours.diff == pytest.approx(np.mean(b) - np.mean(a))
+
+
+def test_cmh_matches_the_penicillin_example():
+    # Mantel (1963) via R's ?mantelhaen.test "Rabbits": X-squared = 3.9286, p = 0.04747, common OR 7
+    from gsexplore.stratified import stratified_test
+
+    tables = [(0, 0, 6, 5), (3, 0, 3, 6), (6, 2, 0, 4), (5, 6, 1, 0), (2, 5, 0, 0)]  # R's column-major a, b, c, d
+    a, b, sa, sb = [], [], [], []
+    for i, (cured_b, cured_a, not_b, not_a) in enumerate(tables):
+        b += [1.0] * cured_b + [0.0] * not_b
+        a += [1.0] * cured_a + [0.0] * not_a
+        sb += [i] * (cured_b + not_b)
+        sa += [i] * (cured_a + not_a)
+    r = stratified_test(a, b, sa, sb, "rate")
+    assert r.test == "cochran-mantel-haenszel" and r.effect_name == "odds_ratio_mh"
+    assert r.p_value == pytest.approx(0.04747, abs=5e-5) and r.effect == pytest.approx(7.0)
+    assert len(r.strata) == 5 and "odds_ratio" in r.strata.columns
+
+
+def test_rates_use_cmh_in_compare_and_holm_runs_over_the_family_shown():
+    df = _temperature_sweep(effect=0.45, seed=4, repeats=20, rate=True)
+    df["z"] = df["y"].to_numpy() * 0 + np.random.default_rng(1).normal(size=len(df))
+    out = df.gs.compare(by="temperature", metric=["y", "z"], baseline=0.0)
+    y = out[out.metric == "y"].iloc[0]
+    assert y["test"] == "cochran-mantel-haenszel" and y["effect"] > 1 and y["p_adj"] < 0.05
+    assert list(out["p_adj"]) == pytest.approx(list(S.holm(out["p_value"])))
+    assert "2" in out.attrs["family"]
+    un = df.gs.compare(by="temperature", metric="y", baseline=0.0, pairing="none").iloc[0]
+    assert not un["paired"] and un["test"] == "fisher (newcombe ci)" and un["inference"] == "these runs"
+
+
+def test_advice_is_a_note_under_the_table_not_a_warning():
+    from gsexplore.i18n import set_language
+
+    set_language("en")
+    df = _temperature_sweep(effect=0.05, seed=5, repeats=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no stderr warning by default
+        out = df.gs.compare(by="temperature", metric="y", baseline=0.0)
+    (note,) = out.attrs["notes"]
+    assert "repeats per setting in each of the 2 strata" in note
+    assert note in out._repr_html_() and note in repr(out)
+    with pytest.warns(UnderpoweredWarning):
+        df.gs.compare(by="temperature", metric="y", baseline=0.0, warn=True)
 
 
 def test_compare_errors_are_clear():
@@ -168,3 +245,41 @@ def test_compare_errors_are_clear():
         df.gs.compare(by="top_k", metric="n_words", baseline=7)
     with pytest.raises(KeyError, match="unknown metric"):
         df.gs.compare(by="top_k", metric="nope")
+
+
+def test_a_group_metric_is_tested_on_every_output():
+    # distinct_2 has one value per cell; the test shuffles the outputs between the settings instead
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(200)]
+    rows = []
+    for p in range(2):
+        for r in range(6):
+            for t in (0.0, 1.5):
+                text = "el gato duerme en la casa" if t == 0.0 else " ".join(rng.choice(vocab, 6))
+                rows.append({"backend": "local", "model": "m", "prompt_id": f"p{p}", "cell_id": f"{t}-{p}",
+                             "repeat": r, "choice": 0, "temperature": t, "content": text})
+    df = frame(rows)
+    df.attrs["varied"] = ["temperature"]
+    r = df.gs.compare(by="temperature", metric="distinct_2", baseline=0.0).iloc[0]
+    assert r["test"] == "permutation of outputs (within strata)" and r["n"] == 12 and r["n_strata"] == 2
+    assert r["diff"] == pytest.approx(1 - 1 / 6) and r["p_value"] < 0.01 and r["ci_low"] <= r["diff"] <= r["ci_high"]
+
+
+def test_the_issue_case_on_the_demo_model(demo_backend):
+    # 2 prompts x 6 repeats at temperature 0 and 1.5 (issue 24): the prompt-means test gave p = 0.5
+    df = gs.sweep(demo_backend, ["Contame un cuento corto sobre un gato.", "Describí el mar en pocas palabras."],
+                  grid={"temperature": [0.0, 1.5]}, repeats=6, base=gs.Params(max_tokens=24), progress=False)
+    out = df.gs.compare(by="temperature", metric=["distinct_2", "n_words"], baseline=0.0)
+    d2 = out[out.metric == "distinct_2"].iloc[0]
+    assert d2["n"] == 12 and d2["n_strata"] == 2 and d2["inference"] == "these prompts"
+    assert d2["diff"] > 0.3 and d2["p_value"] < 0.01
+
+
+def test_the_array_floor_imports_no_dataframe_verbs():
+    import ast
+    from pathlib import Path
+
+    for name in ("stats.py", "stratified.py", "metric_specs.py"):
+        tree = ast.parse((Path(gs.__file__).parent / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+        assert not imported & {"metrics", "comparison", "accessor", "plots", "agreement"}, name

@@ -27,6 +27,45 @@ MESSAGES: dict[str, str] = {
     "batch.unknown_ids": "{n} custom_id de {file} no están en ningún plan de este almacén y no se importaron: {ids}",
     "batch.run_done": "{n} pedidos corridos ({failed} con error), {skipped} ya estaban en {out}",
     # --- statistics and comparisons ------------------------------------------------------------
+    "stats.family": "Familia de Holm: {n} comparaciones ({metrics}; {by} = {levels} contra {baseline}).",
+    "stats.underpowered": ("{by}={level} contra {baseline}, {metric}: la diferencia {diff} no es significativa "
+                           "con n={n} (p_adj={p}); con unas {per} repeticiones por valor en cada uno de los "
+                           "{strata} estratos ({total} por valor) se detectaría con {power} de potencia."),
+    "stats.mixed_few": ("model='mixed' con {k} estratos: la varianza entre prompts casi no se puede estimar y "
+                        "p sale demasiado optimista; para hablar de «prompts como estos» hacen falta más prompts "
+                        "(5 o más)."),
+    "agreement.no_prompt_logprobs": ("{backend} no devolvió prompt_logprobs: no puede puntuar un texto dado "
+                                     "(teacher forcing). Usá un backend que los devuelva (LocalBackend, vLLM, "
+                                     "gsexplore serve); llama-server y OpenAI no los ofrecen."),
+    "agreement.summary_title": "Acuerdo entre {a} y {b}: KL por posición ({n} posiciones)",
+    "agreement.rest_bucket": ("la masa fuera del top-{top} de ambos cuenta como un solo grupo («resto»); un token que un lado "
+                                "no lista recibe la menor probabilidad listada de ese lado (una cota superior)"),
+    "agreement.sweep_title": "¿Se transfiere la conclusión? {metric}: {b} menos {a} por celda (Holm sobre {n})",
+    "agreement.interaction": ("Interacción {by} × backend en {metric}: p = {p} (¿el efecto de {by} cambia "
+                              "entre backends?)"),
     # --- panels --------------------------------------------------------------------------------
     # --- classroom -----------------------------------------------------------------------------
+    "class.title": "La clase",
+    "class.col.student": "Alumno",
+    "class.col.waiting": "Esperando",
+    "class.col.running": "Generando",
+    "class.col.finished": "Terminadas",
+    "class.col.tokens": "Tokens",
+    "class.col.last_latency_s": "Última latencia (s)",
+    "class.col.last_ttft_s": "Primer token (s)",
+    "class.col.errors": "Errores",
+    "class.totals": "Toda la clase ({students} alumnos)",
+    "class.empty": "Todavía nadie envió una petición.",
+    "class.plot.empty": "Cuando lleguen respuestas, acá vas a ver qué probó la clase.",
+    "class.plot.title": "Qué probó la clase ({x}) y qué volvió ({metric})",
+    "class.plot.x": "Parámetro:",
+    "class.plot.metric": "Métrica:",
+    "class.updated": "Actualizado a las",
+    "class.offline": "No se puede conectar con el servidor; reintentando.",
+    "class.loading": "Cargando…",
+    "class.key_prompt": "Pegá la clave de docente (--admin-key-file):",
+    "class.key_button": "Entrar",
+    "class.panel.error": "El servidor respondió {status}: {message}",
+    "class.panel.unreachable": "No se puede conectar con {url}: {error}",
+    "class.panel.stopped": "Actualización detenida.",
 }

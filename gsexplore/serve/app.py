@@ -8,11 +8,12 @@ them (`generation`, over `admission`), shaping answers (`responses`) and errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
@@ -22,17 +23,21 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import Backend
-from ..backends.capabilities import Tokenizer
+from ..backends.capabilities import EngineStats, Tokenizer
 from ..wire import error_body
 from .admission import Admission
 from .errors import Reject, reject_for, require
 from .generation import Generation
-from .jobs import Reader
-from .keys import authorize
+from .classrecord import ClassRecord
+from .classview import ClassView
+from .identity import Caller, Roster
+from .jobs import Job, Reader
+from .limits import StudentLimits
 from .loading import load_backends, served_names
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest,
                        to_template_messages)
+from .room import Room
 
 __all__ = ["ROUTE_PREFIXES", "Server", "create_app"]
 
@@ -61,10 +66,12 @@ class Server:
     ``.app`` is the FastAPI app (see `create_app` for the arguments).
     """
 
-    def __init__(self, backends: Sequence[Backend], names: list[str], keys: set[str], *, spec: str | None,
+    def __init__(self, backends: Sequence[Backend], names: list[str], roster: Roster, *, spec: str | None,
                  max_body_bytes: int, max_tokens_cap: int, max_queue: int, artificial_latency_s: float,
-                 max_n: int, docs: bool) -> None:
-        self.names, self.keys = names, keys
+                 max_n: int, docs: bool, limits: StudentLimits | None = None,
+                 class_store: str | os.PathLike[str] | None = None) -> None:
+        self.names, self.roster = names, roster
+        self.keys = roster.keys
         self.admission = Admission(backends, max_queue=max_queue)
         self.first = self.admission.backends[0]
         self.root = str(self.first.source or spec or names[0])
@@ -72,17 +79,27 @@ class Server:
         self.metrics = ServerMetrics(names[0], lambda: float(self.admission.running),
                                      lambda: float(self.admission.waiting))
         self.reader = Reader(names, max_body_bytes, max_tokens_cap, max_n)
-        self.generation = Generation(self.admission, self.metrics, max_tokens_cap=max_tokens_cap,
+        self.room = Room(limits or StudentLimits(), self.metrics,
+                         ClassRecord(class_store) if class_store is not None else None)
+        self.generation = Generation(self.admission, self.metrics, self.room, max_tokens_cap=max_tokens_cap,
                                      artificial_latency_s=artificial_latency_s)
+        self.class_view = ClassView(self)
         self.components: dict[str, Any] = {}
         doc = sys.modules[__name__.rpartition(".")[0]].__doc__  # the package's: what the server is
         self.app = FastAPI(title="gsexplore serve", version=_version(), description=doc or "",
                            docs_url="/docs" if docs else None, redoc_url=None,
-                           openapi_url="/openapi.json" if docs else None)
+                           openapi_url="/openapi.json" if docs else None, lifespan=self._lifespan)
         self._base_openapi = self.app.openapi
         self._routes()
 
     # --- the app ----------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            self.room.close()  # pending class-record writes, then the journal folded into its Parquet file
+
     def _routes(self) -> None:
         app = self.app
         app.state.server, app.state.admission = self, self.admission
@@ -107,6 +124,7 @@ class Server:
         app.add_api_route("/health", self.health, methods=["GET"])
         app.add_api_route("/version", self.version, methods=["GET"])
         app.add_api_route("/metrics", self.prometheus, methods=["GET"])
+        self.class_view.add_routes(app)
         app.openapi = self.openapi  # type: ignore[method-assign]
 
     def _body_doc(self, model: type[BaseModel]) -> dict[str, Any]:
@@ -149,24 +167,30 @@ class Server:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    def authorize(self, request: Request) -> None:
-        """401 unless the request carries one of the keys (none needed when the server has none)."""
-        authorize(self.keys, request.headers.get("authorization", ""))
+    def authorize(self, request: Request) -> Caller:
+        """Who sent ``request``; 401 unless it carries one of the keys (none needed when the server has none)."""
+        return self.roster.identify(request.headers.get("authorization", ""))
+
+    def signed(self, caller: Caller, job: Job) -> Job:
+        """``job`` with its sender in ``params.user``: the key's label (whatever the body says), else the
+        body's ``user``, else anonymous. The engine's fair share reads it."""
+        job.params = job.params.replace(user=caller.sender(job.params.user))
+        return job
 
     # --- generating ---------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions."""
         t0 = time.perf_counter()
-        self.authorize(request)
+        caller = self.authorize(request)
         job = self.reader.chat_job(await self.reader.read_json(request))
-        return await self.generation.answer(job, t0)
+        return await self.generation.answer(self.signed(caller, job), t0)
 
     async def completions(self, request: Request) -> Response:
         """POST /v1/completions (a raw prompt; the backend must offer `RawPrompt`)."""
         t0 = time.perf_counter()
-        self.authorize(request)
+        caller = self.authorize(request)
         job = self.reader.text_job(await self.reader.read_json(request), self.first)
-        return await self.generation.answer(job, t0)
+        return await self.generation.answer(self.signed(caller, job), t0)
 
     # --- the other endpoints ------------------------------------------------------
     async def list_models(self, request: Request) -> Response:
@@ -200,10 +224,11 @@ class Server:
         return JSONResponse({"prompt": require(self.first, Tokenizer, "detokenize").detokenize(req.tokens)})
 
     async def health(self) -> dict[str, Any]:
-        """GET /health: served names, instances, slots, and requests admitted and not finished."""
+        """GET /health: served names, instances, slots, requests admitted and not finished, engines' counters."""
         a = self.admission
+        engines = [b.engine_stats() for b in a.backends if isinstance(b, EngineStats)]
         return {"status": "ok", "models": self.names, "instances": len(a.backends), "slots": a.size,
-                "pending": a.pending, "running": a.running, "waiting": a.waiting}
+                "pending": a.pending, "running": a.running, "waiting": a.waiting, "engines": engines}
 
     async def version(self) -> dict[str, Any]:
         """GET /version."""
@@ -216,7 +241,7 @@ class Server:
 
 def create_app(
     backends: Sequence[Any] | str,
-    api_keys: set[str] | None = None,
+    api_keys: set[str] | dict[str, str] | None = None,
     max_body_bytes: int = 1_000_000,
     max_tokens_cap: int = 4096,
     max_queue: int = 64,
@@ -228,8 +253,17 @@ def create_app(
     backend_kwargs: dict[str, Any] | None = None,
     max_n: int = 16,
     docs: bool = True,
+    admin_keys: set[str] | dict[str, str] | None = None,
+    max_running_per_key: int | None = None,
+    tpm_per_key: int | None = None,
+    class_store: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """The FastAPI app: a list of loaded backend instances of one model, or a model spec to load.
+
+    A classroom: ``api_keys`` as ``{key: label}`` names the students (a plain set: alumno-1, -2, ...);
+    ``admin_keys`` open the teacher's view (/class); ``max_running_per_key`` (--max-running-per-key) and
+    ``tpm_per_key`` (--tpm-per-key) limit each student, a 429 naming the flag; ``class_store``
+    (--class-store) records every finished answer with its student.
 
     Limits, each a 400 naming its flag: ``max_body_bytes`` (--max-body-bytes), ``max_tokens_cap``
     (--max-tokens-cap), ``max_n`` (--max-n), and ``MAX_JSON_DEPTH`` levels of nesting; ``max_queue``
@@ -246,6 +280,8 @@ def create_app(
     if isinstance(served_model_names, str):
         served_model_names = [served_model_names]
     names = served_names(loaded, served_model_names, spec)
-    keys = {k for k in (api_keys or set()) if k}
-    return Server(loaded, names, keys, spec=spec, max_body_bytes=max_body_bytes, max_tokens_cap=max_tokens_cap,
-                  max_queue=max_queue, artificial_latency_s=artificial_latency_s, max_n=max_n, docs=docs).app
+    roster = Roster.of(api_keys, admin_keys)
+    limits = StudentLimits(max_running_per_key, tpm_per_key)
+    return Server(loaded, names, roster, spec=spec, max_body_bytes=max_body_bytes, max_tokens_cap=max_tokens_cap,
+                  max_queue=max_queue, artificial_latency_s=artificial_latency_s, max_n=max_n, docs=docs,
+                  limits=limits, class_store=class_store).app

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,16 +60,29 @@ class Job:
         raw = require(b, RawPrompt, RAW_PROMPT)
         return raw.aprompt_events(self.prompt, p.replace(stream=True), streaming=True)
 
-    async def complete(self, b: Backend, p: Params) -> Completion:
-        """The whole answer."""
+    async def complete(self, b: Backend, p: Params, on_delta: Callable[[], None] | None = None) -> Completion:
+        """The whole answer (``on_delta`` is called at each Delta the backend sends before it: the class view
+        sees the first token of a non-streamed request)."""
         if self.prompt is None:
-            return await b.achat(self.messages, p)
+            events = b.aevents(self.messages, p, streaming=False)  # what Backend.achat runs
+        else:
+            events = require(b, RawPrompt, RAW_PROMPT).aprompt_events(self.prompt, p, streaming=False)
         last = None
-        async for last in require(b, RawPrompt, RAW_PROMPT).aprompt_events(self.prompt, p, streaming=False):
-            pass
+        try:
+            async for last in events:
+                if on_delta is not None and last.kind != "done":
+                    on_delta()
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if last is None or last.completion is None:
             raise GSExploreError("the model produced nothing")
-        return last.completion
+        c = last.completion
+        if self.prompt is None and not p.stream:  # as Backend.achat: a first token means nothing unstreamed
+            for ch in c.choices:
+                ch.ttft_s = None
+        return c
 
     def response(self, c: Completion) -> dict[str, Any]:
         """vLLM's non-streaming body for ``c``."""

@@ -39,6 +39,14 @@ class ServerMetrics:
                              lab, buckets=_LATENCY_BUCKETS, registry=r)
         for m in (self.prompt_tokens, self.generation_tokens):
             m.labels(model_name)
+        # per student, by label (never a key): a classroom has tens of them, a bounded cardinality
+        self.student_requests = Counter("gsexplore:student_requests", "Requests finished, by student.",
+                                        [*lab, "student"], registry=r)
+        self.student_tokens = Counter("gsexplore:student_tokens", "Prompt and completion tokens, by student.",
+                                      [*lab, "student"], registry=r)
+        self.student_errors = Counter("gsexplore:student_errors",
+                                      "Requests of a student that ended in an error or were refused by a limit.",
+                                      [*lab, "student"], registry=r)
 
     def finished(self, completion: Any, latency_s: float, ttft_s: float | None = None) -> None:
         """Count a finished generation (its usage, finish reasons and latencies)."""
@@ -51,6 +59,15 @@ class ServerMetrics:
         self.e2e.labels(m).observe(latency_s)
         if ttft_s is not None:
             self.ttft.labels(m).observe(ttft_s)
+
+    def student_finished(self, student: str, completion: Any) -> None:
+        """Count a finished request of ``student`` (a label) and its tokens."""
+        u = completion.usage
+        self.student_requests.labels(self.model, student).inc()
+        self.student_tokens.labels(self.model, student).inc((u.prompt_tokens or 0) + (u.completion_tokens or 0))
+
+    def student_error(self, student: str) -> None:
+        self.student_errors.labels(self.model, student).inc()
 
     def error(self, status: int) -> None:
         self.errors.labels(self.model, str(status)).inc()

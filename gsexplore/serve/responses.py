@@ -79,7 +79,7 @@ class Chunks:
                 "logprobs": {"content": ch.logprobs} if ch.logprobs is not None else None,
                 "finish_reason": ch.finish_reason, "stop_reason": ch.stop_reason}]))
         if self.include_usage:
-            out.append(self._chunk([], usage=c.usage.to_dict()))
+            out.append(self._chunk([], usage=wire.usage_dict(c.usage)))
         return b"".join(out)
 
     @staticmethod

@@ -85,7 +85,7 @@ def serve(
     filename: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    api_keys: Iterable[str] | None = None,
+    api_keys: Iterable[str] | dict[str, str] | None = None,
     instances: int = 1,
     served_model_names: Sequence[str] | None = None,
     max_tokens_cap: int = 4096,
@@ -96,20 +96,29 @@ def serve(
     log_level: str = "info",
     max_n: int = 16,
     docs: bool = True,
+    admin_keys: Iterable[str] | dict[str, str] | None = None,
+    max_running_per_key: int | None = None,
+    tpm_per_key: int | None = None,
+    class_store: str | None = None,
 ) -> None:
     """Load the model and serve it until interrupted (what `gsexplore serve` runs)."""
     import uvicorn
 
-    keys = set(api_keys or ())
-    check_binding(host, keys)  # before loading anything
+    keys = dict(api_keys) if isinstance(api_keys, dict) else set(api_keys or ())
+    admins = dict(admin_keys) if isinstance(admin_keys, dict) else set(admin_keys or ())
+    check_binding(host, {*keys, *admins})  # before loading anything
     app = create_app(model, keys, max_body_bytes=max_body_bytes, max_tokens_cap=max_tokens_cap,
                      max_queue=max_queue, artificial_latency_s=artificial_latency_s,
                      served_model_names=served_model_names, filename=filename, instances=instances,
-                     backend_kwargs=backend_kwargs, max_n=max_n, docs=docs)
+                     backend_kwargs=backend_kwargs, max_n=max_n, docs=docs, admin_keys=admins,
+                     max_running_per_key=max_running_per_key, tpm_per_key=tpm_per_key,
+                     class_store=class_store)
     names = app.state.served_model_names
     shown = f"[{host}]" if ":" in host else host
     print(f"gsexplore serve: {', '.join(names)} ({instances} instance{'s' if instances > 1 else ''}, "
           f"{app.state.admission.size} requests at once) "
           f"on http://{shown}:{port}/v1 and /functions/v1; "
-          + ("API keys required" if keys else "no API key (loopback only)"), flush=True)
+          + (f"API keys required ({len(keys)} students)" if keys else "no API key (loopback only)")
+          + (f"; the class view at http://{shown}:{port}/class" if admins or not keys else "")
+          + (f"; class record in {class_store}" if class_store else ""), flush=True)
     uvicorn.Server(_uvicorn_config(app, host, port, log_level, access_log=True)).run()
