@@ -114,6 +114,8 @@ def test_a_sweep_sizes_the_engine_for_its_requests(demo_model_path: Path) -> Non
 
     b = LocalBackend(str(demo_model_path), shared=False)
     try:
+        before = b.info()  # says what would be made, makes nothing
+        assert before["kv_cache"].startswith("not made yet") and before["slots_reason"].startswith("not made yet")
         df = gs.sweep(b, ["Say hello."], grid={"temperature": [0.5, 1.0]}, repeats=3,
                       base=gs.Params(max_tokens=8), progress=False)
         assert len(df) == 6 and df.error_type.isna().all()

@@ -5,6 +5,7 @@ and hands back a ``LocalRequest``; the Completion is built by ``output``.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from ...completion import Completion
 from ...errors import EngineError, ParamsError
 from ...params import Params
-from ..base import Backend, Delta, MessagesLike, is_done, merge_params
+from ..base import Backend, Delta, MessagesLike, _finished, is_done, merge_params
 from ..bridge import aiter_from_thread
 from ..llama.engine import Engine
 from ..llama.hardware import ExtraBuffers, default_threads
@@ -203,7 +204,6 @@ class LocalBackend(Backend):
             "architecture": lm.meta.get("general.architecture"),
             "name": lm.meta.get("general.name"),
             "vocab_size": lm.n_vocab,
-            "n_ctx": self.n_ctx,
             "n_ctx_train": lm.n_ctx_train,
             "n_layer": lm.n_layer,
             "n_threads": lm.load_report.n_threads,
@@ -220,22 +220,38 @@ class LocalBackend(Backend):
             "reasoning_parser": "qwen3" if lm.has_reasoning else None,
             "sampling_defaults": dict(lm.gguf_sampling),
             "effective_defaults": dict(lm.defaults),
-            **{f"engine_{k}" if k not in ("slots", "kv_cache") else k: v
-               for k, v in self._engine.info().items() if k != "n_ctx"},
             **self._memory_info(offloaded > 0),
         }
 
     def _memory_info(self, on_gpu: bool) -> dict[str, Any]:
-        """The KV cache's type, layout, size, the policy's arithmetic and whether batching changes outputs."""
-        loaded, eng = self._loaded, self._engine
-        plan = loaded.slot_plan
-        assert plan is not None
-        cells = eng.n_cells
-        invariant, why = batch_invariance(self.kv_cache_type, self.kv_layout, eng.n_ctx, on_gpu)
+        """The engine's size, KV type and layout, the policy's arithmetic and whether batching changes outputs.
+
+        Before the engine is made (it is made at first use) this is what the policy would make without
+        other needs, and nothing is allocated to say it.
+        """
+        loaded = self._loaded
+        if loaded.sized:
+            eng = loaded.engine
+            plan = loaded.slot_plan
+            assert plan is not None
+            n_ctx, cells = eng.n_ctx, eng.n_cells
+            out = {f"engine_{k}" if k not in ("slots", "kv_cache") else k: v
+                   for k, v in eng.info().items() if k != "n_ctx"}
+            reason = plan.reason
+        else:
+            plan = loaded.plan()
+            cells = plan.n_ctx * plan.slots
+            n_ctx = cells if self.kv_layout == "unified" else plan.n_ctx
+            out = {"slots": plan.slots, "kv_cache": "not made yet: the engine is made at first use (prepare(), "
+                                                    "a request), for what that use needs"}
+            reason = "not made yet; without other needs: " + plan.reason
+        invariant, why = batch_invariance(self.kv_cache_type, self.kv_layout, n_ctx, on_gpu)
         return {
+            "n_ctx": n_ctx,
+            **out,
             "kv_cache_type": self.kv_cache_type,
             "kv_layout": self.kv_layout,
-            "slots_reason": plan.reason,
+            "slots_reason": reason,
             "memory": dict(plan.numbers),
             "kv_cache_mib": round(plan.numbers["kv_bytes_per_token"] * cells / 2**20, 1),
             "batch_invariant": invariant,
@@ -352,6 +368,40 @@ class LocalBackend(Backend):
         """
         return self.submit(messages, params, prompt=prompt).events()
 
+    def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
+        """`Backend.chat`; unstreamed, no per-token Delta is queued for this thread (only the end is waited for)."""
+        p = merge_params(params, overrides)
+        if p.stream:
+            return super().chat(messages, p)
+        handle = self.submit(messages, p, on_event=_drop)
+        return _finished(Delta("done", index=0, completion=handle.result()), p)
+
+    async def achat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
+        """`Backend.achat`; unstreamed, only the end crosses to the event loop: a sweep's many requests do
+        not wake the loop at every token of every sequence (the engine's thread keeps the GIL for its step)."""
+        p = merge_params(params, overrides)
+        if p.stream:
+            return await super().achat(messages, p)
+        loop = asyncio.get_running_loop()
+        end: asyncio.Future[Any] = loop.create_future()
+
+        def on_event(ev: Any) -> None:
+            if isinstance(ev, BaseException) or is_done(ev):
+                try:
+                    loop.call_soon_threadsafe(_settle, end, ev)
+                except RuntimeError:  # the loop has closed: nobody is waiting any more
+                    pass
+
+        handle = self.submit(messages, p, on_event=on_event)
+        try:
+            ev = await end
+        except BaseException:
+            handle.cancel()
+            raise
+        if isinstance(ev, BaseException):
+            raise ev
+        return _finished(ev, p)
+
     def aevents(self, messages: MessagesLike | None, params: Params, *, streaming: bool,
                 prompt: str | None = None) -> AsyncIterator[Delta]:
         """Async twin of `events`: Deltas arrive on the event loop from the engine's thread (no thread per call)."""
@@ -426,3 +476,12 @@ class LocalBackend(Backend):
         stay loaded for the other backends on them (see `unload_all`)."""
         if not self._shared:
             self._loaded.close()
+
+
+def _drop(ev: Any) -> None:
+    """An on_event that keeps nothing: the handle records the end (``result()``)."""
+
+
+def _settle(fut: asyncio.Future[Any], ev: Any) -> None:
+    if not fut.done():
+        fut.set_result(ev)
