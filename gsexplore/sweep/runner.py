@@ -156,6 +156,8 @@ class Runner:
         counted: dict[tuple[int, str], int] = {}
         needs: dict[int, tuple[int | None, int]] = {}
         for c in cells:
+            if c.backend.remote:  # a server sizes itself
+                continue
             most, count = needs.get(c.backend_index, (0, 0))
             mt = c.params.max_tokens
             most = None if most is None or mt is None else max(most, _count_tokens(c.backend, c.prompt, c.params,

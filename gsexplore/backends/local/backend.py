@@ -344,8 +344,12 @@ class LocalBackend(Backend):
         at the end, the "done" Delta or an exception; without it the events are
         kept for ``events()`` / ``result()``. Validation errors raise here.
         """
+        return self._submit(messages, merge_params(params, overrides), on_event, prompt)
+
+    def _submit(self, messages: MessagesLike | None, p: Params, on_event: Callable[[Any], None] | None,
+                prompt: str | None = None) -> LocalRequest:
         with self._loaded.lock:  # sized for this request and submitted before anyone remakes the engine
-            prep = self._prepare(messages, merge_params(params, overrides), prompt=prompt)
+            prep = self._prepare(messages, p, prompt=prompt)
             handle = LocalRequest(self, prep, on_event)
             plan = prep.plan
             lm = self._lm
@@ -373,7 +377,7 @@ class LocalBackend(Backend):
         p = merge_params(params, overrides)
         if p.stream:
             return super().chat(messages, p)
-        handle = self.submit(messages, p, on_event=_drop)
+        handle = self._submit(messages, p, _drop)
         return _finished(Delta("done", index=0, completion=handle.result()), p)
 
     async def achat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
@@ -392,7 +396,7 @@ class LocalBackend(Backend):
                 except RuntimeError:  # the loop has closed: nobody is waiting any more
                     pass
 
-        handle = self.submit(messages, p, on_event=on_event)
+        handle = self._submit(messages, p, on_event)
         try:
             ev = await end
         except BaseException:
