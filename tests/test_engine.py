@@ -312,6 +312,7 @@ def test_one_choice_failing_leaves_its_batch_mates_intact(private, monkeypatch):
 
 
 def test_info_describes_slots_and_invariance(demo16):
+    assert demo16.slots == 16  # the engine is made at first use
     info = demo16.info()
     assert info["slots"] == 16 and info["n_ctx"] == 512
     assert "16 slots of 512 tokens" in info["kv_cache"]
