@@ -5,6 +5,7 @@
     gsexplore chat "Hola, ¿cómo estás?" --temperature 0.7
     gsexplore chat --remote                          # the GradienteSur API ($GS_API_KEY)
     gsexplore models list | fetch [demo|tiny-qwen3|REPO --filename GLOB] | build tiny-qwen3 [--quant Q8_0]
+    gsexplore models build qwen3-1.7b-shape [--quant Q4_K_M|Q8_0]
     gsexplore sweep CONFIG.yaml [--to-batch requests.jsonl | --from-batch results.jsonl]
     gsexplore batch run -i requests.jsonl -o results.jsonl --model demo   # vLLM's run-batch, locally
 
@@ -113,6 +114,8 @@ def _local_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["n_threads"] = args.n_threads
     if getattr(args, "parallel", None) is not None:
         kw["slots"] = args.parallel
+    if getattr(args, "kv_cache_type", None) is not None:
+        kw["kv_cache_type"] = args.kv_cache_type
     if getattr(args, "system_prompt", None) is not None:
         kw["system_prompt"] = args.system_prompt or None  # "" = the chat template's own default
     return kw
@@ -300,9 +303,20 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 def cmd_models_build(args: argparse.Namespace) -> int:
     from . import models
 
+    if args.model == models.QWEN3_17B_SHAPE_NAME:
+        quant = args.quant or "Q4_K_M"
+        _out(f"building {args.model} {quant.upper()} (random weights at Qwen3-1.7B's shape; minutes, ~4 GB of "
+             "memory, 3.4 GB of temporary disk)")
+        try:
+            path = models.qwen3_17b_shape(quant)
+        except ValueError as e:
+            _err(str(e))
+            return 2
+        _out(f"{args.model} {quant.upper()}: {path}")
+        return 0
     if args.model != models.TINY_QWEN3_NAME and models.ALIASES.get(args.model) != models.TINY_QWEN3_NAME:
-        _err(f"only tiny-qwen3 is built here, not {args.model!r}; quantize any GGUF in Python with "
-             "gsexplore.models.quantize(src, dst, kind)")
+        _err(f"only tiny-qwen3 and {models.QWEN3_17B_SHAPE_NAME} are built here, not {args.model!r}; quantize "
+             "any GGUF in Python with gsexplore.models.quantize(src, dst, kind)")
         return 2
     try:
         path = models.tiny_qwen3(quant=args.quant)
@@ -398,11 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "file's stem and Qwen/Qwen3-1.7B are always served: the alias lets the GradienteSur "
                          "examples run unchanged)")
     sp.add_argument("--parallel", type=int, help="requests generated at once, batched in one llama.cpp context "
-                    "(vLLM's --max-num-seqs, llama-server's -np; default: as many as fit 2 GiB of KV cache, "
-                    "at most 16)")
+                    "(vLLM's --max-num-seqs, llama-server's -np; default: as many as this machine's memory "
+                    "holds at --n-ctx, at most where batched decode stops gaining on this kind of device)")
     sp.add_argument("--instances", type=int, default=1, help="copies of the model and its engine (one per GPU)")
     sp.add_argument("--n-ctx", type=int, help="tokens each request may hold (prompt + max_tokens; each of the "
-                    "--parallel slots gets this many)")
+                    "--parallel slots gets this many; default 4096)")
+    sp.add_argument("--kv-cache-type", choices=["f16", "q8_0", "q4_0"], help="KV cache type (default f16; "
+                    "q8_0 and q4_0 take 0.53 and 0.28 of its memory, so more slots fit, and keep a request's "
+                    "tokens the same alone or batched at any length on CPU; need head sizes in multiples of 32)")
     sp.add_argument("--n-gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
     sp.add_argument("--n-threads", type=int, help="CPU threads of each instance (default: llama.cpp's)")
     sp.add_argument("--system-prompt", help="system message for requests that have none (default: none, "
@@ -448,9 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("model", nargs="?", help="'demo', 'tiny-qwen3' or a Hugging Face repo id")
     fp.add_argument("--filename", help="glob selecting the GGUF in the repo (e.g. '*Q4_K_M.gguf')")
     fp.set_defaults(func=cmd_models_fetch)
-    bp = msub.add_parser("build", help="build tiny-qwen3, optionally quantized by llama.cpp (--quant Q8_0)")
-    bp.add_argument("model", help="'tiny-qwen3'")
-    bp.add_argument("--quant", help="a llama.cpp type such as Q8_0 or Q4_0 (default: f16)")
+    bp = msub.add_parser("build", help="build tiny-qwen3, optionally quantized by llama.cpp (--quant Q8_0), or "
+                         "qwen3-1.7b-shape (benchmarks: Qwen3-1.7B's cost per token, random weights)")
+    bp.add_argument("model", help="'tiny-qwen3' or 'qwen3-1.7b-shape'")
+    bp.add_argument("--quant", help="a llama.cpp type such as Q8_0 or Q4_0 (tiny-qwen3, default: f16); "
+                    "Q4_K_M (default) or Q8_0 (qwen3-1.7b-shape)")
     bp.set_defaults(func=cmd_models_build)
     mp.set_defaults(func=lambda a: (mp.print_help(), 0)[1])
 

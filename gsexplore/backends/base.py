@@ -99,6 +99,11 @@ class Backend(ABC):
     #: Tokens one request may hold (prompt + completion); None when the backend cannot say.
     n_ctx: int | None = None
 
+    def prepare(self, *, max_request_tokens: int | None = None, concurrency: int | None = None) -> None:
+        """Told before a batch of work (``gs.sweep``): its largest prompt + max_tokens (None: unknown)
+        and how many requests it has. A backend that sizes itself (LocalBackend's engine) uses it; the
+        default does nothing."""
+
     def secrets(self) -> list[str]:
         """Values (API keys) that must never appear in rows, logs or stores."""
         return []

@@ -23,17 +23,20 @@ from gsexplore.errors import ModelNotFoundError
 from .cache import DEMO_FILENAME, _models_dir, cache_dir, demo_path
 from .hub import _hf_cached_files, _looks_like_repo_id, _match, _pick, _resolve_hf
 from .quantize import quant_kinds, quantize
+from .qwen3_shape import QWEN3_17B_SHAPE_NAME, qwen3_17b_shape, qwen3_17b_shape_path
 from .tiny import tiny_qwen3, tiny_qwen3_path, variants_dir
 
 __all__ = [
     "ALIASES",
     "DEMO_NAME",
     "TINY_QWEN3_NAME",
+    "QWEN3_17B_SHAPE_NAME",
     "cache_dir",
     "demo_path",
     "list_models",
     "quant_kinds",
     "quantize",
+    "qwen3_17b_shape",
     "resolve",
     "tiny_qwen3",
     "tiny_qwen3_path",
@@ -66,6 +69,12 @@ def resolve(model: str, filename: str | None = None) -> Path:
         return demo_path()
     if model == TINY_QWEN3_NAME:
         return tiny_qwen3()
+    if model == QWEN3_17B_SHAPE_NAME:  # a benchmark model: built on request only (minutes, 1.1 GB)
+        built = [p for p in (qwen3_17b_shape_path(q) for q in ("Q4_K_M", "Q8_0")) if p.is_file()]
+        if not built:
+            raise ModelNotFoundError(f"{QWEN3_17B_SHAPE_NAME} is not built: gsexplore models build "
+                                     f"{QWEN3_17B_SHAPE_NAME} [--quant Q4_K_M|Q8_0] (a few minutes, 1.1 GB)")
+        return built[0]
     path = Path(model).expanduser()
     if path.is_file():
         return path

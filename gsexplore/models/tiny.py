@@ -200,8 +200,9 @@ def _tiny_qwen3_tensors(cfg: dict[str, Any]) -> dict[str, Any]:
     return tensors
 
 
-def _write_tiny_qwen3(path: Path, tokenizer: dict[str, Any], cfg: dict[str, Any] = TINY_QWEN3_CONFIG) -> None:
-    """Write the tiny Qwen3 GGUF to ``path`` with ``gguf.GGUFWriter``."""
+def _write_tiny_qwen3(path: Path, tokenizer: dict[str, Any], cfg: dict[str, Any] = TINY_QWEN3_CONFIG,
+                      name: str = "tiny-qwen3 (random weights, Qwen3 tokenizer)") -> None:
+    """Write a Qwen3 GGUF of ``cfg``'s shape with random weights to ``path`` with ``gguf.GGUFWriter``."""
     import gguf
 
     tok_json, tok_cfg = tokenizer["tokenizer.json"], tokenizer["tokenizer_config.json"]
@@ -209,7 +210,7 @@ def _write_tiny_qwen3(path: Path, tokenizer: dict[str, Any], cfg: dict[str, Any]
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok_json["model"]["merges"]]
 
     writer = gguf.GGUFWriter(path, "qwen3")
-    writer.add_name("tiny-qwen3 (random weights, Qwen3 tokenizer)")
+    writer.add_name(name)
     writer.add_description("gsexplore test model: Qwen3 architecture and tokenizer, random weights; output is noise")
     writer.add_context_length(cfg["n_ctx"])
     writer.add_embedding_length(cfg["n_embd"])

@@ -5,7 +5,9 @@ loop, so this also works inside Jupyter, whose loop is already running), submitt
 sorted by backend, messages, then parameters, so a local engine evaluates a shared
 prompt once and copies its KV cells. Each backend gets as many requests in flight as
 it declares (``Backend.slots``: a LocalBackend's batch) or, for a ``remote`` one, the
-sweep's ``concurrency``. Every finished row is in the store before the next is recorded.
+sweep's ``concurrency``. Before the first request each backend is told the sweep's
+largest prompt + max_tokens and its number of requests (``Backend.prepare``: a local
+engine sizes its slots from them). Every finished row is in the store before the next is recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..backends.base import Backend, retrying
 from ..completion import Completion
 from ..store import Store
 from .outcome import error_info
-from .planning import Cell, SweepPlan
+from .planning import Cell, SweepPlan, _count_tokens
 from .redact import secrets_of
 from .rows import base_row, guided_checker, row_error, rows_ok
 
@@ -149,9 +151,25 @@ class Runner:
             self.stop.set()
 
     # --- both ---------------------------------------------------------------
+    def _prepare_backends(self, cells: list[Cell]) -> None:
+        """Each backend's largest request (prompt + max_tokens; None if one leaves it unset) and count."""
+        counted: dict[tuple[int, str], int] = {}
+        needs: dict[int, tuple[int | None, int]] = {}
+        for c in cells:
+            if c.backend.remote:  # a server sizes itself
+                continue
+            most, count = needs.get(c.backend_index, (0, 0))
+            mt = c.params.max_tokens
+            most = None if most is None or mt is None else max(most, _count_tokens(c.backend, c.prompt, c.params,
+                                                                                   counted) + mt)
+            needs[c.backend_index] = (most, count + (c.params.n or 1))
+        for i, (most, count) in needs.items():
+            self.sp.backends[i].prepare(max_request_tokens=most, concurrency=count)
+
     def run(self) -> None:
         if not self.sp.todo:
             return
+        self._prepare_backends(self.sp.todo)
         # its own loop in its own thread: works whether or not a loop already runs here (Jupyter)
         worker = threading.Thread(target=self._async_thread, args=(list(self.sp.todo),), name="gsexplore-sweep",
                                   daemon=True)

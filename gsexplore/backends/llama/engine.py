@@ -73,20 +73,31 @@ class Engine:
     """One llama.cpp context with ``slots`` sequences, stepped by the process's llama.cpp thread."""
 
     def __init__(self, lm: LoadedModel, *, n_ctx: int, slots: int, n_threads: int, n_threads_batch: int,
-                 n_batch: int = 512) -> None:
-        """``n_ctx``: tokens each slot holds (the KV cache holds ``n_ctx * slots``)."""
+                 n_batch: int = 512, kv_cache_type: str = "f16", kv_unified: bool = False) -> None:
+        """``n_ctx``: tokens each slot holds (the KV cache holds ``n_ctx * slots``).
+
+        ``kv_cache_type``: "f16", "q8_0" or "q4_0" for K and V (see ``memory.py``).
+        ``kv_unified``: one pool of ``n_ctx * slots`` cells shared by all slots, so one
+        sequence may grow past ``n_ctx``, at the cost of batch invariance (module docstring).
+        """
+        from .memory import KV_TYPES
+
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
+        if kv_cache_type not in KV_TYPES:
+            raise ValueError(f"kv_cache_type must be one of {', '.join(KV_TYPES)}, got {kv_cache_type!r}")
         lc = lm.lc
         self.lm, self.lc = lm, lc
         self.n_slots = int(slots)
+        self.kv_cache_type, self.kv_unified = kv_cache_type, bool(kv_unified)
         self.n_batch = max(int(n_batch), self.n_slots)
         p = lc.llama_context_default_params()
         p.n_ctx = int(n_ctx) * self.n_slots
         p.n_batch = self.n_batch
         p.n_ubatch = self.n_batch
         p.n_seq_max = self.n_slots
-        p.kv_unified = False  # a stream per slot: see the module docstring
+        p.kv_unified = self.kv_unified  # default a stream per slot: see the module docstring
+        p.type_k = p.type_v = KV_TYPES[kv_cache_type][0]
         p.n_threads = int(n_threads)
         p.n_threads_batch = int(n_threads_batch)
         p.no_perf = True
@@ -95,8 +106,10 @@ class Engine:
         p.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = driver.call(lambda: lc.llama_init_from_model(lm.llm.model, p))
         if not self.ctx:
-            raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens for each of {slots} slots")
+            raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens for each of {slots} slots "
+                              f"(kv_cache_type={kv_cache_type!r}, kv_unified={self.kv_unified})")
         self.n_ctx = int(lc.llama_n_ctx_seq(self.ctx))
+        self.n_cells = int(lc.llama_n_ctx(self.ctx))
         self.mem = lc.llama_get_memory(self.ctx)
         self._init_batch()
         self.sched = Scheduler(self.n_slots, self.n_batch)
@@ -196,15 +209,23 @@ class Engine:
         driver.call(clear)
 
     def info(self) -> dict[str, Any]:
+        kv = (f"{self.n_slots} slots sharing {self.n_cells} cells (kv_layout='unified': one request may hold up to "
+              f"{self.n_ctx} tokens, all running requests together too)" if self.kv_unified else
+              f"{self.n_slots} slots of {self.n_ctx} tokens each (prompt + max_tokens of one "
+              f"request <= {self.n_ctx}); {self.n_slots * self.n_ctx} tokens in all")
         return {"slots": self.n_slots, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
-                "kv_cache": f"{self.n_slots} slots of {self.n_ctx} tokens each (prompt + max_tokens of one "
-                            f"request <= {self.n_ctx}); {self.n_slots * self.n_ctx} tokens in all",
+                "kv_cache": f"{kv}, {self.kv_cache_type}",
                 "running": len(self.sched.running), "waiting": len(self.sched.waiting), **self.stats}
 
     # --- the loop (run by the driver's thread) ----------------------------------
     def schedule(self) -> StepPlan:
         """This step's plan (see ``Scheduler.schedule``); the slots' mirror already follows it."""
         return self.sched.schedule()
+
+    def idle(self) -> bool:
+        """Nothing queued, running or held: the engine may be closed without failing anyone."""
+        with self._cv:
+            return not (self._held or self._incoming or self.sched.waiting or self.sched.running)
 
     def has_work(self) -> bool:
         return not self._held and bool(self._incoming or self.sched.waiting or self.sched.running)
@@ -278,8 +299,10 @@ class Engine:
         self.batch.n_tokens = n
         rc = lc.llama_decode(self.ctx, self.batch)
         if rc != 0:
+            full = (f"; the shared KV cache (kv_layout='unified', {self.n_cells} cells) is full: "
+                    "the running sequences together outgrew it" if rc == 1 and self.kv_unified else "")
             raise EngineError(f"llama_decode returned {rc} for a batch of {n} tokens "
-                              f"({n_dec} running, {len(plan.prefill)} evaluating prompts)")
+                              f"({n_dec} running, {len(plan.prefill)} evaluating prompts){full}")
         st = self.stats
         st["steps"] += 1
         st["tokens_decoded"] += n

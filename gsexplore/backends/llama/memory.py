@@ -79,12 +79,15 @@ from typing import Any
 
 __all__ = ["KV_TYPES", "KvShape", "Available", "Device", "SlotPlan", "kv_bytes_per_token", "kv_shape",
            "available_ram", "offload_devices", "available_memory", "plan_slots", "plan_for_model",
-           "knee", "default_max_batch", "CTX_PAD"]
+           "knee", "default_max_batch", "batch_invariance", "CTX_PAD", "F16_INVARIANT_CELLS"]
 
 #: cache type name -> (ggml type id, values per block, bytes per block), as ggml's type traits
 KV_TYPES: dict[str, tuple[int, int, int]] = {"f16": (1, 1, 2), "q8_0": (8, 32, 34), "q4_0": (2, 32, 18)}
 #: llama.cpp pads each stream's cells to a multiple of 256 (``n_ctx_seq``)
 CTX_PAD = 256
+#: with an f16 cache a lone decoding sequence takes the split-KV path from n_kv >= 512, i.e. from
+#: 257 cells on (n_kv = cells padded to 256): up to this many it is bit-identical alone or batched
+F16_INVARIANT_CELLS = 256
 #: a request's context when the caller does not say (LocalBackend's n_ctx default)
 DEFAULT_N_CTX = 4096
 #: llama.cpp's LLAMA_MAX_SEQ (llama-cparams.h): the most sequences one context holds
@@ -372,3 +375,25 @@ def plan_for_model(lm: Any, *, n_ctx: int | None, slots: int | None, kv_type: st
     return plan_slots(available=available_memory(lm.n_gpu_layers), weights_bytes=int(lc.llama_model_size(model)),
                       kv_bytes_per_token=per_token, kv_type=kv_type, n_ctx=n_ctx, slots=slots,
                       want_slots=want_slots, max_batch=max_batch, n_ctx_train=lm.n_ctx_train)
+
+
+def batch_invariance(kv_type: str, kv_layout: str, n_ctx_seq: int, on_gpu: bool) -> tuple[bool, str]:
+    """Whether a sequence's logits are bit-identical alone or batched, for this cache (see the module doc).
+
+    ``n_ctx_seq``: the most tokens one sequence may hold. Returns (answer, why).
+    """
+    if on_gpu:
+        return False, ("not guaranteed: layers run on a GPU, whose flash-attention kernels split the work by "
+                       "cache length and batch, so a seeded request can give other tokens alone than batched")
+    if kv_layout == "unified":
+        return False, ("no: kv_layout='unified' puts a sequence's cells wherever free ones are, among other "
+                       "sequences' cells, which changes the attention's rounding: a seeded request can give "
+                       "other tokens alone than batched (kv_layout='streams' keeps them apart)")
+    if kv_type == "f16" and n_ctx_seq > F16_INVARIANT_CELLS:
+        return False, (f"only up to {F16_INVARIANT_CELLS} tokens per request (prompt + output): past that, with "
+                       "an f16 cache, a sequence decoding alone takes llama.cpp's split-KV CPU path and its "
+                       "logits differ slightly from batched (up to ~0.5 measured), so a seeded request can "
+                       "give other tokens alone than batched; kv_cache_type='q8_0' or 'q4_0' keeps them "
+                       "identical at every length")
+    return True, (f"yes: on this CPU a sequence's logits are bit-identical alone or batched ({kv_type} cache, a "
+                  "stream per slot), so a seeded request gives the same tokens either way")

@@ -78,16 +78,11 @@ class LoadedModel:
         self._pieces: dict[int, tuple[bytes, bool]] = {}
         self._piece_lock = threading.Lock()
         self._piece_buf = ctypes.create_string_buffer(256)
-        self.kv_bytes_per_token = self._kv_bytes_per_token()
+        from .memory import kv_bytes_per_token, kv_shape
 
-    def _kv_bytes_per_token(self) -> int:
-        """An f16 KV cache's bytes per token: layers x KV heads x head size x (K and V) x 2 bytes."""
-        lc, model = self.lc, self.llm.model
-        arch = self.meta.get("general.architecture", "")
-        n_head = max(1, int(lc.llama_model_n_head(model)))
-        head_k = int(self.meta.get(f"{arch}.attention.key_length") or lc.llama_model_n_embd(model) // n_head)
-        head_v = int(self.meta.get(f"{arch}.attention.value_length") or head_k)
-        return self.n_layer * int(lc.llama_model_n_head_kv(model)) * (head_k + head_v) * 2
+        self.kv_shape = kv_shape(llama_cpp, llm.model, self.meta)
+        #: an f16 KV cache's bytes per token (other cache types: ``memory.kv_bytes_per_token``)
+        self.kv_bytes_per_token = kv_bytes_per_token(self.kv_shape, "f16")
 
     def close(self) -> None:
         """Free the weights (once; close the engines over them first)."""

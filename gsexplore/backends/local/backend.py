@@ -5,6 +5,7 @@ and hands back a ``LocalRequest``; the Completion is built by ``output``.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,9 +16,11 @@ import numpy as np
 from ...completion import Completion
 from ...errors import EngineError, ParamsError
 from ...params import Params
-from ..base import Backend, Delta, MessagesLike, is_done, merge_params
+from ..base import Backend, Delta, MessagesLike, _finished, is_done, merge_params
 from ..bridge import aiter_from_thread
+from ..llama.engine import Engine
 from ..llama.hardware import ExtraBuffers, default_threads
+from ..llama.memory import DEFAULT_N_CTX, batch_invariance
 from ..llama.plan import SEED_MOD, Plan, make_plan
 from ..llama.sampler import TokenSampler
 from ..llama.sequence import EngineRequest
@@ -60,8 +63,23 @@ class LocalBackend(Backend):
     file and load options reuses the loaded model (``shared=False`` loads a private
     copy). ``n_ctx``: the tokens one request may hold (prompt + max_tokens; vLLM's
     max_model_len). ``slots``: sequences generated at once, in one batch per step,
-    each with a KV stream of ``n_ctx`` tokens; default: as many as fit 2 GiB of KV
-    cache, at most 16 (``info()["slots"]`` and ``["slots_reason"]`` say how many).
+    each with a KV stream of ``n_ctx`` tokens. Left None, both come from memory
+    (``llama/memory.py``): the KV cache gets a share of the RAM this process can use
+    (or of the GPU's free memory when layers are offloaded) less the weights and a
+    margin; ``n_ctx`` is what the caller needs (``prepare``, which ``gs.sweep`` calls
+    with its largest prompt + max_tokens and its number of requests; a request's own
+    prompt + max_tokens; else 4096), and slots are as many as fit, at most the
+    requests wanted and where batched decode stops gaining on this kind of device
+    (``info()["slots_reason"]`` shows the arithmetic, ``info()["memory"]`` the
+    numbers). The engine is made at first use (``prepare``, a request, ``slots``,
+    ``info()``) and made again, larger, while idle, when a need does not fit it.
+
+    ``kv_cache_type``: "f16" (default), "q8_0" or "q4_0" (0.53 and 0.28 of f16's
+    memory; the model's head size must be a multiple of 32). ``kv_layout``:
+    "streams" (default: each slot its own ``n_ctx`` cells) or "unified" (one pool of
+    ``slots x n_ctx`` cells, so one request may hold more than ``n_ctx``; not batch
+    invariant). ``info()["batch_invariant"]`` says whether a seeded request gives
+    the same tokens alone and batched with these choices.
 
     ``n_threads`` / ``n_threads_batch``: CPU threads for generation and for prompt
     evaluation; default the physical cores this process may use (affinity and cgroup
@@ -83,11 +101,12 @@ class LocalBackend(Backend):
     name = BACKEND
 
     def __init__(self, model: str | Path, filename: str | None = None, n_gpu_layers: int = -1,
-                 n_ctx: int = 4096, n_threads: int | None = None, seed: int | None = None,
+                 n_ctx: int | None = None, n_threads: int | None = None, seed: int | None = None,
                  verbose: bool = False, shared: bool = True,
                  system_prompt: str | None | _ModelDefault = MODEL_DEFAULT,
                  n_threads_batch: int | None = None,
-                 extra_buffers: ExtraBuffers | bool | None = "auto", slots: int | None = None) -> None:
+                 extra_buffers: ExtraBuffers | bool | None = "auto", slots: int | None = None,
+                 kv_cache_type: str = "f16", kv_layout: str = "streams") -> None:
         from ...models import ALIASES, resolve
 
         path = resolve(str(model), filename)
@@ -104,13 +123,42 @@ class LocalBackend(Backend):
         if slots is not None and int(slots) < 1:
             raise ParamsError(f"slots must be at least 1, got {slots}", field="slots", value=slots)
         self._shared = bool(shared)
-        self._loaded = load(self.path, n_gpu_layers=self.n_gpu_layers, n_ctx=int(n_ctx), n_threads=threads,
+        self._loaded = load(self.path, n_gpu_layers=self.n_gpu_layers, n_ctx=n_ctx, n_threads=threads,
                             n_threads_batch=threads_batch, extra_buffers=extra_buffers, slots=slots,
-                            verbose=verbose, shared=shared)
+                            verbose=verbose, kv_cache_type=kv_cache_type, kv_layout=kv_layout, shared=shared)
         self._lm = self._loaded.model
-        self._engine = self._loaded.engine
-        self.slots = self._engine.n_slots
-        self.n_ctx = self._engine.n_ctx
+        self.kv_cache_type, self.kv_layout = kv_cache_type, kv_layout
+
+    @property
+    def _engine(self) -> Engine:
+        return self._loaded.engine
+
+    @property
+    def slots(self) -> int:  # type: ignore[override]
+        """Sequences generated at once (the engine is sized now if nothing sized it yet)."""
+        return self._engine.n_slots
+
+    @property
+    def n_ctx(self) -> int:  # type: ignore[override]
+        """Tokens one request may hold (the engine is sized now if nothing sized it yet)."""
+        return self._engine.n_ctx
+
+    def prepare(self, *, max_request_tokens: int | None = None, concurrency: int | None = None) -> None:
+        """Size the engine for what is coming: requests of up to ``max_request_tokens`` (prompt +
+        max_tokens; None: 4096 or the training context) and ``concurrency`` of them at once.
+
+        Before first use it decides the engine's size; later it makes an idle engine again, sized
+        for these needs, when they do not fit it. ``n_ctx=`` and ``slots=`` given at creation stay.
+        """
+        self._check_open()
+        self._loaded.ensure(max_request_tokens, concurrency)
+
+    def _request_ctx(self, n_prompt: int, max_tokens: int | None) -> int:
+        """The engine's context for a request of this size (the engine sized or grown for it if it can be)."""
+        train = self._lm.n_ctx_train or None
+        need = n_prompt + max_tokens if max_tokens else max(min(DEFAULT_N_CTX, train or DEFAULT_N_CTX), n_prompt + 1)
+        # beyond the training context a request is refused by name (max_tokens), as vLLM's max_model_len
+        return self._loaded.ensure(min(need, train) if train else need).n_ctx
 
     @classmethod
     def demo(cls, **kw: Any) -> LocalBackend:
@@ -139,7 +187,8 @@ class LocalBackend(Backend):
         return self._lm.lock
 
     def __repr__(self) -> str:
-        return f"LocalBackend({self.source!r}, file={self.model!r}, n_ctx={self.n_ctx})"
+        size = f"n_ctx={self.n_ctx}" if self._loaded.sized else "engine not sized yet"
+        return f"LocalBackend({self.source!r}, file={self.model!r}, {size})"
 
     # --- description -----------------------------------------------------------
 
@@ -155,7 +204,6 @@ class LocalBackend(Backend):
             "architecture": lm.meta.get("general.architecture"),
             "name": lm.meta.get("general.name"),
             "vocab_size": lm.n_vocab,
-            "n_ctx": self.n_ctx,
             "n_ctx_train": lm.n_ctx_train,
             "n_layer": lm.n_layer,
             "n_threads": lm.load_report.n_threads,
@@ -172,14 +220,42 @@ class LocalBackend(Backend):
             "reasoning_parser": "qwen3" if lm.has_reasoning else None,
             "sampling_defaults": dict(lm.gguf_sampling),
             "effective_defaults": dict(lm.defaults),
-            **{f"engine_{k}" if k not in ("slots", "kv_cache") else k: v
-               for k, v in self._engine.info().items() if k != "n_ctx"},
-            "slots_reason": self._loaded.slots_reason,
-            "kv_cache_mib": round(lm.kv_bytes_per_token * self.n_ctx * self.slots / 2**20, 1),
-            "batch_invariant": ("yes: on this CPU build a sequence's logits are bit-identical alone or batched, "
-                                "so a seeded request gives the same tokens either way" if not supported else
-                                "not guaranteed: GPU kernels may round differently with the batch size, so a "
-                                "seeded request can differ alone and batched"),
+            **self._memory_info(offloaded > 0),
+        }
+
+    def _memory_info(self, on_gpu: bool) -> dict[str, Any]:
+        """The engine's size, KV type and layout, the policy's arithmetic and whether batching changes outputs.
+
+        Before the engine is made (it is made at first use) this is what the policy would make without
+        other needs, and nothing is allocated to say it.
+        """
+        loaded = self._loaded
+        if loaded.sized:
+            eng = loaded.engine
+            plan = loaded.slot_plan
+            assert plan is not None
+            n_ctx, cells = eng.n_ctx, eng.n_cells
+            out = {f"engine_{k}" if k not in ("slots", "kv_cache") else k: v
+                   for k, v in eng.info().items() if k != "n_ctx"}
+            reason = plan.reason
+        else:
+            plan = loaded.plan()
+            cells = plan.n_ctx * plan.slots
+            n_ctx = cells if self.kv_layout == "unified" else plan.n_ctx
+            out = {"slots": plan.slots, "kv_cache": "not made yet: the engine is made at first use (prepare(), "
+                                                    "a request), for what that use needs"}
+            reason = "not made yet; without other needs: " + plan.reason
+        invariant, why = batch_invariance(self.kv_cache_type, self.kv_layout, n_ctx, on_gpu)
+        return {
+            "n_ctx": n_ctx,
+            **out,
+            "kv_cache_type": self.kv_cache_type,
+            "kv_layout": self.kv_layout,
+            "slots_reason": reason,
+            "memory": dict(plan.numbers),
+            "kv_cache_mib": round(plan.numbers["kv_bytes_per_token"] * cells / 2**20, 1),
+            "batch_invariant": invariant,
+            "batch_invariant_reason": why,
         }
 
     def effective_sampling(self, params: Params | None = None, **overrides: Any) -> dict[str, Any]:
@@ -205,7 +281,7 @@ class LocalBackend(Backend):
         self._check_open()
         p = merge_params(params, overrides)
         text = _prompt.render(self._lm, self.model, _prompt.with_system(messages, self.system_prompt), p)
-        return _prompt.tokenize_prompt(self._lm, text, p, self.n_ctx).tolist()
+        return _prompt.tokenize_prompt(self._lm, text, p, self._ctx_bound()).tolist()
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text`` (special tokens parsed; BOS added with ``add_special_tokens``)."""
@@ -228,7 +304,15 @@ class LocalBackend(Backend):
         unsupported(p)
         self._check_model(p)
         return _prompt.prepare(self._lm, p, model_name=self.model, system_prompt=self.system_prompt,
-                               n_ctx=self.n_ctx, default_seed=self.default_seed, messages=messages, prompt=prompt)
+                               n_ctx=self._ctx_bound(), default_seed=self.default_seed, messages=messages,
+                               prompt=prompt, fit=lambda n: self._request_ctx(n, p.max_tokens))
+
+    def _ctx_bound(self) -> int:
+        """The most tokens a request could be given before its size is known (truncate_prompt_tokens' check)."""
+        o = self._loaded.options
+        if o.n_ctx is not None or o.kv_layout == "unified":
+            return self.n_ctx
+        return max(self._lm.n_ctx_train or DEFAULT_N_CTX, self.n_ctx if self._loaded.sized else 0)
 
     def _check_open(self) -> None:
         if self._loaded.closed:
@@ -260,16 +344,21 @@ class LocalBackend(Backend):
         at the end, the "done" Delta or an exception; without it the events are
         kept for ``events()`` / ``result()``. Validation errors raise here.
         """
-        prep = self._prepare(messages, merge_params(params, overrides), prompt=prompt)
-        handle = LocalRequest(self, prep, on_event)
-        plan = prep.plan
-        lm = self._lm
-        cparams = constraint_params(prep.params)
-        er = EngineRequest(prompt_ids=prep.prompt_ids, plan=plan, parser_on=prep.parser_on,
-                           make_constraint=lambda: constraint_for(cparams, lm), sink=handle._sink,
-                           priority=int(prep.params.priority or 0), sender=prep.params.user or "")
-        handle.engine_request = er
-        self._engine.submit(er, plan.n, plan.base_seed)
+        return self._submit(messages, merge_params(params, overrides), on_event, prompt)
+
+    def _submit(self, messages: MessagesLike | None, p: Params, on_event: Callable[[Any], None] | None,
+                prompt: str | None = None) -> LocalRequest:
+        with self._loaded.lock:  # sized for this request and submitted before anyone remakes the engine
+            prep = self._prepare(messages, p, prompt=prompt)
+            handle = LocalRequest(self, prep, on_event)
+            plan = prep.plan
+            lm = self._lm
+            cparams = constraint_params(prep.params)
+            er = EngineRequest(prompt_ids=prep.prompt_ids, plan=plan, parser_on=prep.parser_on,
+                               make_constraint=lambda: constraint_for(cparams, lm), sink=handle._sink,
+                               priority=int(prep.params.priority or 0), sender=prep.params.user or "")
+            handle.engine_request = er
+            self._engine.submit(er, plan.n, plan.base_seed)
         return handle
 
     def events(self, messages: MessagesLike | None, params: Params, *, streaming: bool,
@@ -282,6 +371,40 @@ class LocalBackend(Backend):
         the caller streams.
         """
         return self.submit(messages, params, prompt=prompt).events()
+
+    def chat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
+        """`Backend.chat`; unstreamed, no per-token Delta is queued for this thread (only the end is waited for)."""
+        p = merge_params(params, overrides)
+        if p.stream:
+            return super().chat(messages, p)
+        handle = self._submit(messages, p, _drop)
+        return _finished(Delta("done", index=0, completion=handle.result()), p)
+
+    async def achat(self, messages: MessagesLike, params: Params | None = None, **overrides: Any) -> Completion:
+        """`Backend.achat`; unstreamed, only the end crosses to the event loop: a sweep's many requests do
+        not wake the loop at every token of every sequence (the engine's thread keeps the GIL for its step)."""
+        p = merge_params(params, overrides)
+        if p.stream:
+            return await super().achat(messages, p)
+        loop = asyncio.get_running_loop()
+        end: asyncio.Future[Any] = loop.create_future()
+
+        def on_event(ev: Any) -> None:
+            if isinstance(ev, BaseException) or is_done(ev):
+                try:
+                    loop.call_soon_threadsafe(_settle, end, ev)
+                except RuntimeError:  # the loop has closed: nobody is waiting any more
+                    pass
+
+        handle = self._submit(messages, p, on_event)
+        try:
+            ev = await end
+        except BaseException:
+            handle.cancel()
+            raise
+        if isinstance(ev, BaseException):
+            raise ev
+        return _finished(ev, p)
 
     def aevents(self, messages: MessagesLike | None, params: Params, *, streaming: bool,
                 prompt: str | None = None) -> AsyncIterator[Delta]:
@@ -320,12 +443,13 @@ class LocalBackend(Backend):
     def next_token_logits(self, messages: MessagesLike, params: Params | None = None,
                           **overrides: Any) -> np.ndarray:
         """The model's raw logits for the first answer token (a float32 copy)."""
-        prep = self._prepare(messages, merge_params(params, overrides))
-        handle = LocalRequest(self, prep, None)
-        er = EngineRequest(prompt_ids=prep.prompt_ids, plan=prep.plan, parser_on=prep.parser_on,
-                           make_constraint=lambda: None, sink=handle._sink, logits_only=True)
-        handle.engine_request = er
-        self._engine.submit(er, 1, prep.plan.base_seed)
+        with self._loaded.lock:
+            prep = self._prepare(messages, merge_params(params, overrides))
+            handle = LocalRequest(self, prep, None)
+            er = EngineRequest(prompt_ids=prep.prompt_ids, plan=prep.plan, parser_on=prep.parser_on,
+                               make_constraint=lambda: None, sink=handle._sink, logits_only=True)
+            handle.engine_request = er
+            self._engine.submit(er, 1, prep.plan.base_seed)
         handle.result()
         assert er.logits is not None
         return er.logits
@@ -356,3 +480,12 @@ class LocalBackend(Backend):
         stay loaded for the other backends on them (see `unload_all`)."""
         if not self._shared:
             self._loaded.close()
+
+
+def _drop(ev: Any) -> None:
+    """An on_event that keeps nothing: the handle records the end (``result()``)."""
+
+
+def _settle(fut: asyncio.Future[Any], ev: Any) -> None:
+    if not fut.done():
+        fut.set_result(ev)

@@ -7,6 +7,7 @@ sampling Plan (``llama/plan.py``) and whether the reasoning parser is on.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,8 +71,13 @@ def tokenize_prompt(lm: LoadedModel, text: str, p: Params, n_ctx: int) -> np.nda
 
 
 def prepare(lm: LoadedModel, p: Params, *, model_name: str, system_prompt: str | None, n_ctx: int,
-            default_seed: int | None, messages: MessagesLike | None, prompt: str | None = None) -> Prepared:
-    """Render, tokenise and plan a request; ``prompt``: a raw prompt text (no template, no tools, no parser)."""
+            default_seed: int | None, messages: MessagesLike | None, prompt: str | None = None,
+            fit: Callable[[int], int] | None = None) -> Prepared:
+    """Render, tokenise and plan a request; ``prompt``: a raw prompt text (no template, no tools, no parser).
+
+    ``n_ctx``: the context truncate_prompt_tokens is checked against; ``fit(n_prompt)``, if
+    given, returns the context the request then gets (the engine sized for it), else ``n_ctx``.
+    """
     if prompt is None:
         msgs = with_system(messages if messages is not None else [], system_prompt)
         text = render(lm, model_name, msgs, p)
@@ -82,7 +88,7 @@ def prepare(lm: LoadedModel, p: Params, *, model_name: str, system_prompt: str |
     toks = tokenize_prompt(lm, text, p, n_ctx)
     if len(toks) == 0:
         raise ParamsError("the prompt is empty after tokenisation", field="prompt" if prompt else "messages")
-    plan = make_plan(lm, p, len(toks), n_ctx, default_seed)
+    plan = make_plan(lm, p, len(toks), n_ctx if fit is None else fit(len(toks)), default_seed)
     parser_on = prompt is None and lm.has_reasoning and p.enable_thinking is not False and not (
         _reasoning.reasoning_ended_in_prompt(toks.tolist(), lm.think_start, lm.think_end))
     return Prepared(p, msgs, text, toks, plan, parser_on)
