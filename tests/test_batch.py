@@ -257,8 +257,8 @@ def test_outcome_counts_requests_and_an_all_failed_sweep_raises_after_saving(tmp
         "total": 4, "ok": 2, "failed": 2, "by_type": {"AuthenticationError": 2}}
     assert o["first_error"] == {"type": "AuthenticationError", "status": 401, "code": "invalid_api_key",
                                 "message": "HTTP 401: Incorrect API key provided"}
-    assert outcome_line(o, "es").startswith("2 de 4 pedidos bien, 2 con error: AuthenticationError 401")
-    assert outcome_line(o, "en").startswith("2 of 4 requests succeeded, 2 failed")
+    assert outcome_line(o, "es").startswith("2 de 4 bien, 2 con error: Clave inválida")
+    assert outcome_line(o, "en").startswith("2 of 4 fine, 2 failed: Invalid key")
 
     store = tmp_path / "s.jsonl"
     with pytest.raises(SweepFailed, match="all 2 requests") as info:
@@ -271,13 +271,13 @@ def test_outcome_counts_requests_and_an_all_failed_sweep_raises_after_saving(tmp
     # outside a notebook the outcome is a line on stdout, in the user's language
     monkeypatch.setenv("GSEXPLORE_LANG", "es")
     sweep(b, "hola", grid={"temperature": [0.5, 1.0]}, progress=True, on_error="keep")
-    assert "1 de 2 pedidos bien, 1 con error: AuthenticationError 401" in capsys.readouterr().out
+    assert "1 de 2 bien, 1 con error: Clave inválida" in capsys.readouterr().out
     b.close()
 
 
 def test_the_plan_line_is_in_the_users_language():
     sp = plan(RemoteBackend("http://127.0.0.1:9/v1", model="m"), ["a", "b"], grid={"top_k": [5, 50]}, repeats=10,
               base=Params(max_tokens=1000))
-    assert "40 pedidos para correr = 2 configuraciones x 2 prompts" in sp.describe("es")
-    assert "<= 40.000 tokens de respuesta" in sp.describe("es")
+    assert "40 peticiones para correr = 2 combinaciones × 2 prompts" in sp.describe("es")
+    assert "hasta 40.000 tokens generados" in sp.describe("es")
     assert "40 requests to run = 2 settings x 2 prompts" in sp.describe("en") and "<= 40,000" in sp.describe("en")

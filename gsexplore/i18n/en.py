@@ -112,7 +112,7 @@ MESSAGES: dict[str, str] = {
     'sweep.interrupted': 'Stopped: {done} of {total} requests done; what finished is kept.',
     'sweep.no_plot': 'No plot: no answer succeeded.',
     'sweep.left': '{eta} left',
-    'sweep.plan': 'sweep {sweep_id}: {requests} requests to run = {settings} settings x {prompts} prompts x {backends} backend(s) x {repeats} repeats; ~{prompt_tokens} prompt tokens, <= {completion_tokens} completion tokens',
+    'sweep.plan': 'sweep {sweep_id}: {requests} requests to run{in_store} = {settings} settings x {prompts} prompts x {backends} backend(s) x {repeats} repeats; ~{prompt_tokens} prompt tokens, <= {completion_tokens} completion tokens',
     'sweep.plan_in_store': ' ({in_store} of {total} already in the store)',
     'sweep.tokens_unknown': '? (max_tokens not set)',
     'sweep.interrupted_warning': 'sweep interrupted: {done} of {total} requests finished, {remaining} remain; {how}',

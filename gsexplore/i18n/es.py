@@ -112,7 +112,7 @@ MESSAGES: dict[str, str] = {
     'sweep.interrupted': 'Detenido: {done} de {total} peticiones hechas; lo terminado quedó guardado.',
     'sweep.no_plot': 'Sin gráfico: ninguna respuesta salió bien.',
     'sweep.left': 'faltan {eta}',
-    'sweep.plan': 'barrido {sweep_id}: {requests} peticiones = {settings} combinaciones × {prompts} prompts × {backends} backend(s) × {repeats} repeticiones; ~{prompt_tokens} tokens de prompt, hasta {completion_tokens} tokens generados',
+    'sweep.plan': 'barrido {sweep_id}: {requests} peticiones para correr{in_store} = {settings} combinaciones × {prompts} prompts × {backends} backend(s) × {repeats} repeticiones; ~{prompt_tokens} tokens de prompt, hasta {completion_tokens} tokens generados',
     'sweep.plan_in_store': ' ({in_store} de {total} ya están guardadas)',
     'sweep.tokens_unknown': '? (max_tokens sin fijar)',
     'sweep.interrupted_warning': 'Barrido interrumpido: {done} de {total} peticiones terminadas, faltan {remaining}; {how}',

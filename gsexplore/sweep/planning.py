@@ -136,7 +136,7 @@ class SweepPlan:
                 else msg("sweep.tokens_unknown", lang))
         in_store = (msg("sweep.plan_in_store", lang, in_store=number(done, lang), total=number(self.n_requests, lang))
                     if done else "")
-        return msg("sweep.plan", lang, sweep_id=self.sweep_id, requests=number(self.n_todo, lang) + in_store,
+        return msg("sweep.plan", lang, sweep_id=self.sweep_id, requests=number(self.n_todo, lang), in_store=in_store,
                    settings=len(self.settings), prompts=len(self.prompts), backends=len(self.backends),
                    repeats=self.repeats, prompt_tokens=number(self.prompt_tokens_est, lang), completion_tokens=ctok)
 
