@@ -17,6 +17,7 @@ from typing import Any
 from ..completion import Completion
 from ..params import Params
 from ..row import outcome
+from .classrecord import NOT_SETTING
 
 __all__ = ["ClassBoard", "StudentState", "RECENT", "PLOT_METRICS"]
 
@@ -86,7 +87,7 @@ class ClassBoard:
         s.prompt_tokens += c.usage.prompt_tokens or 0
         s.completion_tokens += c.usage.completion_tokens or 0
         s.last_latency_s, s.last_ttft_s = latency_s, ttft_s
-        tried = {k: v for k, v in c.params.to_row().items() if _num(v) is not None and k != "user"}
+        tried = {k: v for k, v in c.params.to_row().items() if _num(v) is not None and k not in NOT_SETTING}
         for ch in c.choices:
             o = outcome(ch)  # the row builder's columns: the plot measures what the class record stores
             self.recent.append({"student": who, **tried, "content": o["content"],
@@ -107,11 +108,11 @@ class ClassBoard:
         return {"students": rows, "totals": totals, "started": self.started}
 
     def tried(self) -> list[str]:
-        """The numeric parameters the recent answers set, the most varied first (then in `Params` order)."""
+        """The numeric settings the recent answers tried (not seeds), the most varied first (then in `Params` order)."""
         seen: dict[str, set[Any]] = {}
         for r in self.recent:
             for k in r:
-                if k in Params.model_fields and k != "user":
+                if k in Params.model_fields and k not in NOT_SETTING:
                     seen.setdefault(k, set()).add(r[k])
         order = {n: i for i, n in enumerate(Params.names())}  # ties: sampling parameters first
         return sorted(seen, key=lambda k: (-len(seen[k]), order[k]))

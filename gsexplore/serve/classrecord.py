@@ -32,7 +32,8 @@ __all__ = ["ClassRecord", "CLASS_SWEEP_ID"]
 
 #: The ``sweep_id`` of every class row.
 CLASS_SWEEP_ID = "class"
-_NOT_SETTING = {"seed", "user", "stream", "model"}
+#: request fields that are not a setting a student tried (who sent it, its seed, transport)
+NOT_SETTING = frozenset({"seed", "user", "stream", "model"})
 
 
 def _digest(obj: Any) -> str:
@@ -55,7 +56,7 @@ class ClassRecord:
     def rows(self, student: str, c: Completion, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows of one finished request (one per choice)."""
         ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        setting = {k: v for k, v in c.params.to_row().items() if k not in _NOT_SETTING and v is not None}
+        setting = {k: v for k, v in c.params.to_row().items() if k not in NOT_SETTING and v is not None}
         prompt_id = _digest(messages)
         cell_id = _digest([messages, setting])
         out = []
