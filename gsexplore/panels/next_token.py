@@ -17,6 +17,7 @@ import traitlets
 
 from .. import sampling
 from ..backends.base import Backend, MessagesLike, to_messages
+from ..backends.capabilities import NextTokenLogits, Tokenizer
 from ..params import Params
 from ._util import Panel, error_html, esc, figure_png, msg, panel_root
 from ._i18n import number
@@ -55,7 +56,8 @@ class NextTokenExplorer(Panel):
         super().__init__(value=Params())
         self.backend = backend
         self.lang = lang
-        self.remote = backend.remote or not hasattr(backend, "next_token_logits")  # first-token logits: local only
+        # the whole first-token distribution needs a backend that offers it; otherwise the top 20 logprobs
+        self.remote = backend.remote or not isinstance(backend, NextTokenLogits)
         self.base = base if base is not None else self._default_base()
         start = params.set_fields() if params is not None else {}
         self.sliders: dict[str, W.Widget] = {}
@@ -174,15 +176,8 @@ class NextTokenExplorer(Panel):
         self.prompt_ids = []
 
     def _decode(self, tok: int) -> str:
-        b: Any = self.backend
-        for attr in ("token_str", "token_text"):
-            fn = getattr(b, attr, None)
-            if callable(fn):
-                return str(fn(int(tok)))
-        llama = getattr(b, "llama", None)
-        if llama is not None:
-            return llama.detokenize([int(tok)], special=True).decode("utf-8", errors="replace")
-        return str(tok)
+        b = self.backend
+        return b.token_text(int(tok)) if isinstance(b, Tokenizer) else str(tok)
 
     # --- computing and drawing ---------------------------------------------------------------------
     def _knobs(self) -> dict[str, Any]:
