@@ -212,21 +212,26 @@ def test_a_flood_from_one_key_does_not_stall_another_students_question():
     is ana's and the rest of her flood waits, finishes while her flood still runs (FIFO would finish
     every one of ana's requests first)."""
     import concurrent.futures as cf
-    import time
+    import threading
 
     b = gs.LocalBackend.tiny(n_ctx=512, slots=2, shared=False)
     try:
         app = create_app([b], api_keys={ANA: "ana", BETO: "beto"})
         flood_n = 4
+        full = threading.Event()  # set by the engine's own step once ana holds every slot and the rest waits
+
+        def watch(plan: object) -> None:
+            st = b.engine_stats()
+            if st["running"] == 2 and st["waiting"] == flood_n - 2:
+                full.set()
+
+        b._engine.on_plan = watch
         with ServerThread(app) as srv, cf.ThreadPoolExecutor(flood_n + 1) as pool:
             long = {"max_tokens": 160, "ignore_eos": True}
             flood = [pool.submit(chat, srv, ANA, f"Contame una historia larga {i}", **long)
                      for i in range(flood_n)]
-            deadline = time.monotonic() + 120
-            while not (b.engine_stats()["running"] == 2 and b.engine_stats()["waiting"] == flood_n - 2):
-                assert time.monotonic() < deadline, f"the flood never filled the engine: {b.engine_stats()}"
-                assert not any(f.done() for f in flood), "a flood request ended before the engine was full"
-                time.sleep(0.005)  # polling the engine's own counters for a state, not waiting out a time
+            assert full.wait(120), f"the flood never filled the engine: {b.engine_stats()}"
+            assert not any(f.done() for f in flood), "a flood request ended before beto asked"
             r = chat(srv, BETO, "¿Cuánto es 2 + 2?")
             assert r.status_code == 200, r.text
             unfinished = sum(not f.done() for f in flood)
