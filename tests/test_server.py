@@ -514,10 +514,21 @@ async def test_priority_orders_the_requests_waiting_in_the_server(demo_model_pat
     with ServerThread(app) as srv:
         async with httpx.AsyncClient(base_url=srv.base, headers={"Authorization": f"Bearer {KEY}"},
                                      timeout=60) as client:
-            async def waiting() -> float:
-                text = (await client.get("/metrics")).text
-                return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                            if line.startswith("vllm:num_requests_waiting{"))
+            seen = threading.Condition()  # the engine's own step says how many wait
+            state = {"waiting": 0}
+
+            def watch(plan: object) -> None:
+                with seen:
+                    state["waiting"] = b.engine_stats()["waiting"]
+                    seen.notify_all()
+
+            b._engine.on_plan = watch
+
+            async def queued(n: int) -> bool:
+                def wait() -> bool:
+                    with seen:
+                        return seen.wait_for(lambda: state["waiting"] >= n, timeout=30)
+                return await asyncio.to_thread(wait)
 
             async def ask(k: int, priority: int) -> None:
                 r = await client.post("/v1/chat/completions", json={
@@ -535,10 +546,8 @@ async def test_priority_orders_the_requests_waiting_in_the_server(demo_model_pat
                 await anext(lines)  # streaming: it holds the only slot
                 for k, priority in enumerate(priorities):
                     tasks.append(asyncio.create_task(ask(k, priority)))
-                    deadline = time.monotonic() + 30
-                    while await waiting() < k + 1:  # the engine has it in its queue: arrival order is fixed
-                        assert time.monotonic() < deadline, "the request never reached the engine's queue"
-                        await asyncio.sleep(0.01)
+                    # the engine has it in its queue: arrival order is fixed
+                    assert await queued(k + 1), "the request never reached the engine's queue"
                 assert finished == [] and app.state.admission.pending == 1 + len(priorities)
             # the client left the stream: its slot is freed, and the waiting requests get it one at a time
             await asyncio.gather(*tasks)
