@@ -14,7 +14,7 @@ NOTEBOOK ?= notebooks/00_inicio_rapido.ipynb
 PORT     ?= 8888
 LAB_ARGS ?=
 
-.PHONY: setup doctor lab test test-py test-notebooks bench gpu system-deps clean
+.PHONY: setup doctor lab test test-py test-notebooks bench llama-server gpu system-deps clean
 
 setup: $(STAMP) $(LAB_SETTINGS)
 
@@ -66,6 +66,11 @@ test-notebooks: setup
 # (gsexplore models build qwen3-1.7b-shape); bench/run_all.py says what it skips
 bench: setup
 	$(PY) bench/run_all.py
+
+# llama.cpp's llama-server and llama-batched-bench for the benches' reference columns, from the
+# llama.cpp that llama-cpp-python vendors (~20 min on 2 cores; once, never beside a measurement)
+llama-server: setup
+	PY=$(PY) bench/build_llama_server.sh
 
 # GPU users: rebuild llama-cpp-python with CUDA (needs the CUDA toolkit).
 gpu: setup

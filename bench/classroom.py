@@ -253,7 +253,7 @@ def main() -> None:
             rows.append(("llama-server", llama_server_exercise(binary, a.model, a.parallel, n_ctx, cfg["students"],
                                                                cfg["lesson_words"], cfg["ex_tokens"])))
         else:
-            print("llama-server not found (LLAMA_SERVER=/path/to/llama-server): its column is skipped")
+            print("llama-server not found (bench/build_llama_server.sh, or LLAMA_SERVER=/path): its column is skipped")
         print(f"exercise: {cfg['students']} students, one ~{cfg['lesson_words']}-word lesson + a question, "
               f"{cfg['ex_tokens']} tokens each")
         print(f"{'server':>16} {'tok/s':>7} {'ttft50':>7} {'ttft95':>7} {'prompt evaluated':>17} {'ok':>4}")

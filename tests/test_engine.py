@@ -342,3 +342,41 @@ def test_closing_a_private_model_fails_what_waits_and_frees_it(private):
             h.result()
     with pytest.raises(gs.GSExploreError, match="closed"):
         b.chat("Hi", max_tokens=1)
+
+
+def test_draws_spread_over_threads_give_the_tokens_of_one_thread(private, monkeypatch):
+    """The step's draws on helper threads (picking.py): the same tokens, and a failing draw ends only its own."""
+    from gsexplore.backends.llama.picking import RowPicker
+    from gsexplore.backends.llama.sampler import TokenSampler
+
+    reqs = [(f"Name a river, number {i}.", gs.Params(temperature=1.1, top_p=0.9, min_p=0.02, seed=40 + i,
+                                                     max_tokens=12, min_tokens=12, ignore_eos=True,
+                                                     logprobs=True, top_logprobs=2)) for i in range(6)]
+    b = private(slots=8)
+    eng = b._engine
+    eng._picker.close()
+    eng._picker = RowPicker(0)                       # every draw on the engine's thread
+    alone = [b.chat(q, p) for q, p in reqs]
+    b.clear_cache()
+    eng._picker = RowPicker(3)
+    helpers: set[str] = set()
+    real_pick = TokenSampler.pick
+
+    def pick(self, x, constraint=None, ctx=None, idx=-1):
+        helpers.add(threading.current_thread().name)
+        if self.plan.base_seed == 666 and self.n_out == 5:
+            raise RuntimeError("the sampler broke")
+        return real_pick(self, x, constraint, ctx, idx)
+
+    monkeypatch.setattr(TokenSampler, "pick", pick)
+    with eng.held():
+        handles = [b.submit(q, p) for q, p in reqs]
+        broken = b.submit("Tell me a story.", reqs[0][1].replace(seed=666))
+        _run(b, broken, *handles)
+    eng._picker.close()
+    assert any(n.startswith("gsexplore-pick") for n in helpers)     # really spread over helper threads
+    with pytest.raises(EngineError, match="choice 0 failed: RuntimeError: the sampler broke"):
+        broken.result()
+    spread = [h.result() for h in handles]
+    assert [_ids(c) for c in spread] == [_ids(c) for c in alone]
+    assert [c.logprobs for c in spread] == [c.logprobs for c in alone]

@@ -526,6 +526,8 @@ async def _collect(agen):
     {"temperature": 2.0, "min_p": 0.2},
     {"temperature": 1.5, "top_k": 5, "top_p": 0.6},
     {"temperature": 0.8, "min_p": 0.05, "top_k": 12, "top_p": 0.9},
+    {"temperature": 0.8, "top_p": 0.9},                    # top_p alone: llama/nucleus.py, no sort
+    {"temperature": 1.3, "min_p": 0.02, "top_p": 0.8},
 ])
 def test_first_token_frequencies_match_reference(demo_backend, settings):
     """>= 2000 first tokens with different seeds vs gsexplore.sampling on the model's own logits."""

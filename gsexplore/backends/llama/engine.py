@@ -24,7 +24,8 @@ over one value, the ``StepPlan`` (``step.py``):
 2. **execute**: the plan's saves of preempted cells, restores, KV copies and cuts,
    one ``llama_batch``, one ``llama_decode``.
 3. **update**: each sequence draws from its own row of logits with its own sampler
-   (``Sequence.take``), a cached prompt from its saved logits; finished and
+   (``Sequence.take``; the draws themselves spread over the cores ``llama_decode``
+   leaves idle meanwhile, ``picking.py``), a cached prompt from its saved logits; finished and
    cancelled sequences free their slots, whose KV cells stay cached for the next
    prompt that shares them. A sequence that fails (its constraint, its text) ends
    alone with an error to its request; only a failed ``llama_decode`` fails the batch.
@@ -52,6 +53,7 @@ import numpy as np
 
 from ...errors import EngineError, GSExploreError
 from .driver import driver
+from .picking import Pick, RowPicker
 from .plan import SEED_MOD
 from .sampler import prompt_logprob
 from .scheduler import NO_PLAN, Scheduler
@@ -113,6 +115,8 @@ class Engine:
         self.mem = lc.llama_get_memory(self.ctx)
         self._init_batch()
         self.sched = Scheduler(self.n_slots, self.n_batch)
+        # the step's draws on the cores llama_decode left idle (llama.cpp's threads wait meanwhile)
+        self._picker = RowPicker(min(int(n_threads), 8) - 1)
         self.slots = self.sched.slots
         self._incoming: list[EngineRequest] = []
         self._arrivals = itertools.count()
@@ -195,6 +199,7 @@ class Engine:
             self._seq_id_ptrs[:] = self._seq_id_own
             self.lc.llama_batch_free(self.batch)
             self.lc.llama_free(self.ctx)
+            self._picker.close()
 
         driver.call(free)
 
@@ -332,8 +337,9 @@ class Engine:
         ctx = self.ctx
         if plan.decode:
             assert logits is not None
+            picks = self._picker.pick(plan.decode, logits)
             for i, s in enumerate(plan.decode):
-                self._sample(s, logits[i], ctx, i)
+                self._sample(s, logits[i], ctx, i, picks[i])
         for ch in plan.prefill:
             s = ch.seq
             top = s.req.prompt_logprobs_top
@@ -358,10 +364,14 @@ class Engine:
                 assert saved is not None
                 self._after_prompt(a.seq, saved.copy(), None, -1)
 
-    def _sample(self, s: Sequence, row: np.ndarray, ctx: Any, idx: int) -> None:
-        """``s`` draws from ``row``; a finished sequence frees its slot, a failing one ends alone."""
+    def _sample(self, s: Sequence, row: np.ndarray, ctx: Any, idx: int, pick: Pick = None) -> None:
+        """``s`` draws from ``row`` (or takes ``pick``, drawn already); a finished sequence frees its slot,
+        a failing one ends alone."""
+        if isinstance(pick, BaseException):
+            self._fail(s, pick)
+            return
         try:
-            finish = s.take(row, ctx, idx)
+            finish = s.take(row, ctx, idx, pick)
         except Exception as exc:  # noqa: BLE001 - this sequence's failure, not the batch's
             self._fail(s, exc)
             return

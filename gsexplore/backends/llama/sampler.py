@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
+from .nucleus import nucleus
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -99,9 +100,13 @@ class TokenSampler:
         self.plan = plan
         lc = lm.lc
         self.chain = None
+        # top_p without top_k: the kept set comes from ``nucleus`` (no sort of the vocabulary),
+        # and the chain only draws from it
+        self.nucleus = not plan.greedy and plan.top_k <= 0 and plan.top_p < 1.0
         if not plan.greedy:
             chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-            for name, v in plan.chain_stages():
+            stages = [("dist", -1)] if self.nucleus else plan.chain_stages()
+            for name, v in stages:
                 if name == "temp":
                     s = lc.llama_sampler_init_temp(v)
                 elif name == "min_p":
@@ -170,6 +175,9 @@ class TokenSampler:
                 x[ids] -= plan.frequency_penalty * c + plan.presence_penalty
         if self.chain is None:
             tok = int(x.argmax())
+        elif self.nucleus:
+            ids, z = nucleus(x, plan.temperature, plan.min_p, plan.top_p)
+            tok = self._sample_array(z, ids)
         elif ctx is not None:
             tok = int(self.lm.lc.llama_sampler_sample(self.chain, ctx, idx))
         else:
@@ -185,15 +193,17 @@ class TokenSampler:
         if self.freq_pres:
             self.counts[tok] = self.counts.get(tok, 0) + 1
 
-    def _sample_array(self, x: np.ndarray) -> int:
+    def _sample_array(self, x: np.ndarray, ids: np.ndarray | None = None) -> int:
+        """The chain's draw from logits ``x`` of the tokens ``ids`` (default: the whole vocabulary, in order)."""
         lc = self.lm.lc
-        if self._td is None:  # this sampler's own token-data buffer (samplers run on several threads)
-            self._td = np.zeros(x.size, dtype=np.dtype(
+        n = x.size
+        if self._td is None or self._td.size < n:  # this sampler's own buffer (samplers run on several threads)
+            self._td = np.zeros(max(n, self.lm.n_vocab), dtype=np.dtype(
                 [("id", np.intc), ("logit", np.float32), ("p", np.float32)], align=True))
-        td = self._td
-        td["id"] = np.arange(x.size, dtype=np.intc)
+        td = self._td[:n]
+        td["id"] = np.arange(n, dtype=np.intc) if ids is None else ids
         td["logit"] = x
-        arr = lc.llama_token_data_array(data=td.ctypes.data_as(lc.llama_token_data_p), size=x.size,
+        arr = lc.llama_token_data_array(data=td.ctypes.data_as(lc.llama_token_data_p), size=n,
                                         selected=-1, sorted=False)
         lc.llama_sampler_apply(self.chain, ctypes.byref(arr))
         return int(td["id"][arr.selected])

@@ -125,15 +125,21 @@ class Sequence:
         return self.state is SeqState.DONE
 
     # --- one step -------------------------------------------------------------
-    def take(self, x: np.ndarray, ctx: Any = None, idx: int = -1) -> str | None:
-        """Draw the next token from logits ``x`` (row ``idx`` of ``ctx``'s buffer, if given).
+    def draws_alone(self) -> bool:
+        """This step's draw needs nothing but its row (no guided constraint applies): any thread may make it."""
+        return self.constraint is None or self.in_reasoning
+
+    def take(self, x: np.ndarray, ctx: Any = None, idx: int = -1, tok: int | None = None) -> str | None:
+        """Draw the next token from logits ``x`` (row ``idx`` of ``ctx``'s buffer, if given), or take ``tok``
+        already drawn from them (``picking.RowPicker``).
 
         Returns the finish reason when this token ends the choice (then call ``end``), else None.
         """
         plan = self.req.plan
         lm = self.lm
         constraint = self.constraint if self.constraint is not None and not self.in_reasoning else None
-        tok = self.sampler.pick(x, constraint, ctx, idx)
+        if tok is None:
+            tok = self.sampler.pick(x, constraint, ctx, idx)
         out_ids = self.out_ids
         out_ids.append(tok)
         n_out = len(out_ids)

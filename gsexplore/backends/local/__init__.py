@@ -16,7 +16,10 @@ What is honoured, and how (vLLM V1 semantics; see ``gsexplore.sampling`` for the
   speed (its min_p, top_k and top_p match vLLM's definitions; a stage that is off
   is left out of the chain; top_k runs first, which gives the same distribution:
   see ``Plan.chain_stages``). Exact logit ties at the top_k boundary are broken
-  by llama.cpp (vLLM keeps every tied token).
+  by llama.cpp (vLLM keeps every tied token). top_p without top_k is found by
+  ``llama/nucleus.py`` (a histogram of the log-probabilities, no sort of the
+  vocabulary: ~1 ms instead of 8-9 ms per flat 152k-token row) and llama.cpp's
+  ``dist`` draws from the kept tokens in id order.
 * Defaults: the GGUF's ``general.sampling.*`` keys when present, else vLLM's neutral
   values (temperature 1, top_p 1, top_k off, min_p 0, no penalties). Never
   llama-cpp-python's own.
