@@ -78,7 +78,8 @@ async def _client(http, url: str, i: int, rounds: int, tokens: int, model: str) 
                     continue
                 d = json.loads(line[6:])
                 for ch in d.get("choices") or []:
-                    text = (ch.get("delta") or {}).get("content") or ""
+                    delta = ch.get("delta") or {}  # a Qwen3 answer starts in its reasoning
+                    text = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
                     if text:
                         n += 1
                         if ttft is None:
@@ -110,14 +111,25 @@ async def _load(url: str, clients: int, rounds: int, tokens: int, model: str) ->
 
 def _measure(cmd: list[str], port: int, model: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
     """Start a server with ``cmd``, load it with ``clients`` streaming clients, stop it."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
-        return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
-                                 args.tokens, model))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    import tempfile
+
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}/health", proc)
+            return asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", clients, args.rounds,
+                                     args.tokens, model))
+        except Exception as exc:
+            code = proc.poll()
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-8:]
+            raise RuntimeError(f"{Path(cmd[0]).name if cmd[0] != sys.executable else 'gsexplore serve'} "
+                               f"failed ({type(exc).__name__}: {exc}; "
+                               f"{'exited ' + str(code) if code is not None else 'still running'}); "
+                               "its last lines:\n  " + "\n  ".join(tail)) from exc
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 def _run_gsexplore(model: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
