@@ -91,7 +91,9 @@ async def _client(http, url: str, i: int, rounds: int, tokens: int, model: str) 
 async def _load(url: str, clients: int, rounds: int, tokens: int, model: str) -> dict[str, float]:
     import httpx
 
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    # a connection per request: llama-server closes idle keep-alive connections, and a request sent on
+    # one as it closes fails ("Server disconnected without sending a response"), at random
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         await _client(http, url, 0, 1, 4, model)  # warm-up
         t0 = time.perf_counter()
@@ -168,7 +170,10 @@ def _run_llama_server(binary: str, gguf: Path, clients: int, flash: str,
 
     port = _free_port()
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(args.parallel),
-           "--no-webui", "-fa", flash]
+           "--no-webui", "-fa", flash,
+           # its default HTTP pool (max(-np + 2, cores - 1) threads) drops connections beyond it (32 clients
+           # at -np 16: "Server disconnected"): a thread per client, as gsexplore's event loop serves them all
+           "--threads-http", str(clients + 4)]
     if not choose_extra_buffers(system_info()).use_extra_bufts:
         cmd.append("--no-repack")
     return _measure(cmd, port, "x", clients, args)
