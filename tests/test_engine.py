@@ -380,3 +380,28 @@ def test_draws_spread_over_threads_give_the_tokens_of_one_thread(private, monkey
     spread = [h.result() for h in handles]
     assert [_ids(c) for c in spread] == [_ids(c) for c in alone]
     assert [c.logprobs for c in spread] == [c.logprobs for c in alone]
+
+
+def test_rows_run_in_slot_order_and_a_newcomer_fills_the_hole(private):
+    """llama.cpp makes one ubatch per run of consecutive slots: the engine keeps busy slots together."""
+    b = private(slots=6)                             # two empty slots beside the four busy ones
+    eng = b._engine
+    rows: list[list[int]] = []                       # each step's decode rows, as slot ids, when planned
+    eng.on_plan = lambda p: rows.append([s.slot.id for s in p.decode])
+    lengths = [12, 3, 12, 12]                        # the second finishes first and leaves a hole
+    try:
+        with eng.held():
+            handles = [b.submit(f"Count to ten, take {i}.", temperature=0.8, seed=i, max_tokens=n,
+                                min_tokens=n, ignore_eos=True) for i, n in enumerate(lengths)]
+            plans = _run(b, handles[1])
+            freed = next(a.slot for p in plans for a in p.admissions if a.seq is _seqs(handles[1])[0])
+            busy = {s.slot.id for h in handles if not h.done for s in _seqs(h)}
+            assert freed not in busy and {freed - 1, freed + 1} & busy   # a hole between busy slots
+            late = b.submit("Say one word.", temperature=0.8, seed=9, max_tokens=4, min_tokens=4,
+                            ignore_eos=True)
+            plans += _run(b, late, *handles)
+    finally:
+        eng.on_plan = None
+    assert next(a.slot for p in plans for a in p.admissions if a.seq is _seqs(late)[0]) == freed
+    assert any(len(r) == 4 for r in rows)
+    assert all(r == sorted(r) for r in rows)
