@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from serve_load import _free_port, _llama_server, _wait_ready  # noqa: E402  (bench/ is the script's folder)
+from serve_load import _free_port, _llama_server, _wait_ready, llama_server_flags  # noqa: E402  (bench/ is the script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ("Lección: el ciclo del agua. El agua de los océanos, ríos y lagos se evapora con el calor del sol; "
@@ -199,7 +199,7 @@ def llama_server_exercise(binary: str, model: str, parallel: int, n_ctx: int, st
 
     port = _free_port()
     cmd = [binary, "-m", str(resolve(model)), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
-           "-c", str(n_ctx * parallel), "--no-webui", "-fa", "on", "--metrics"]
+           "-c", str(n_ctx * parallel), "-fa", "on", "--metrics", *llama_server_flags(students)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(f"http://127.0.0.1:{port}/health", proc)

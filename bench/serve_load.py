@@ -162,20 +162,25 @@ def _llama_server() -> str | None:
     return None
 
 
-def _run_llama_server(binary: str, gguf: Path, clients: int, flash: str,
-                      args: argparse.Namespace) -> dict[str, float]:
-    """llama-server as a teacher would start it: its defaults, ``-np``, and ``-fa on|off``."""
+def llama_server_flags(clients: int) -> list[str]:
+    """The flags both benches give llama-server beyond a teacher's command line, and why."""
     from gsexplore.backends.llama.hardware import choose_extra_buffers
     from gsexplore.backends.llama.loading import system_info
 
+    # its default HTTP pool (max(-np + 2, cores - 1) threads) drops connections beyond it (32 clients
+    # at -np 16: "Server disconnected"): a thread per client, as gsexplore's event loop serves them all
+    flags = ["--no-webui", "--threads-http", str(clients + 4)]
+    if not choose_extra_buffers(system_info()).use_extra_bufts:
+        flags.append("--no-repack")  # the weights loaded as gsexplore loads them (AMX's repack crashes some Xeons)
+    return flags
+
+
+def _run_llama_server(binary: str, gguf: Path, clients: int, flash: str,
+                      args: argparse.Namespace) -> dict[str, float]:
+    """llama-server as a teacher would start it: its defaults, ``-np``, and ``-fa on|off``."""
     port = _free_port()
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(args.parallel),
-           "--no-webui", "-fa", flash,
-           # its default HTTP pool (max(-np + 2, cores - 1) threads) drops connections beyond it (32 clients
-           # at -np 16: "Server disconnected"): a thread per client, as gsexplore's event loop serves them all
-           "--threads-http", str(clients + 4)]
-    if not choose_extra_buffers(system_info()).use_extra_bufts:
-        cmd.append("--no-repack")
+           "-fa", flash, *llama_server_flags(clients)]
     return _measure(cmd, port, "x", clients, args)
 
 

@@ -99,10 +99,11 @@ MARGIN_BYTES = 1 << 30
 KV_SHARE = {"cpu": 0.5, "gpu": 0.9}
 #: where raw batched decode stops gaining, by device kind (bench/batched.py prints this machine's
 #: curve and its knee). Measured on 2 cores: on an EPYC (2026-12-06) batch 16 still gained on the
-#: demo and on the Qwen3-1.7B shape; on a Xeon (2026-12-07) both gained up to 64 and no further
-#: (demo 247.5 tok/s at 32, 264.2 at 64, 263.8 at 128; the 1.7B shape 66.5 at 32, 85.0 at 64).
-#: More cores only add compute per weight read, so the knee does not come earlier; GPUs gain to 64-256.
-MAX_BATCH = {"cpu": 64, "gpu": 256}
+#: demo and on the Qwen3-1.7B shape; on a Xeon (2026-12-07) the demo gained up to 64 (206.5 tok/s
+#: at 32, 231.4 at 64, 236.8 at 128) and the 1.7B shape up to 128 (60.7, 77.5, 95.7): the bigger
+#: the weights, the longer a batch amortises reading them. More cores only add compute per weight
+#: read, so the knee does not come earlier; GPUs gain to 64-256.
+MAX_BATCH = {"cpu": 128, "gpu": 256}
 
 _GIB, _MIB, _KIB = 1 << 30, 1 << 20, 1 << 10
 # ggml_backend_dev_type: CPU, GPU, IGPU, ACCEL, META
