@@ -131,3 +131,20 @@ def test_serve_takes_the_kv_cache_type() -> None:
     assert _local_kwargs(args) == {"n_ctx": 1024, "kv_cache_type": "q8_0"}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--model", "demo", "--kv-cache-type", "q5"])
+
+
+def test_a_plain_chat_takes_a_few_slots_and_a_sweep_more(demo_model_path: Path) -> None:
+    """Nobody said how many requests come at once: PLAIN_SLOTS, not the KV cache of 128 slots."""
+    import gsexplore as gs
+    from gsexplore.backends.llama.memory import PLAIN_SLOTS
+
+    b = LocalBackend(str(demo_model_path), shared=False)
+    try:
+        b.chat("Hi", max_tokens=2)
+        assert b.slots == PLAIN_SLOTS and b.info()["memory"]["limited_by"] == "wanted"
+        gs.sweep(b, ["Say hello."], grid={}, repeats=PLAIN_SLOTS + 8, base=gs.Params(max_tokens=4), progress=False)
+        assert b.slots == PLAIN_SLOTS + 8                 # the idle engine was made again for the sweep
+        b.chat("Hi again", max_tokens=2)
+        assert b.slots == PLAIN_SLOTS + 8                 # and a later chat keeps it
+    finally:
+        b.close()

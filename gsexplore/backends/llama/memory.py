@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KV_TYPES", "KvShape", "Available", "Device", "SlotPlan", "kv_bytes_per_token", "kv_shape",
+__all__ = ["PLAIN_SLOTS", "KV_TYPES", "KvShape", "Available", "Device", "SlotPlan", "kv_bytes_per_token", "kv_shape",
            "available_ram", "offload_devices", "available_memory", "plan_slots", "plan_for_model",
            "knee", "default_max_batch", "batch_invariance", "CTX_PAD", "F16_INVARIANT_CELLS"]
 
@@ -104,6 +104,11 @@ KV_SHARE = {"cpu": 0.5, "gpu": 0.9}
 #: the weights, the longer a batch amortises reading them. More cores only add compute per weight
 #: read, so the knee does not come earlier; GPUs gain to 64-256.
 MAX_BATCH = {"cpu": 128, "gpu": 256}
+#: slots for requests whose caller said nothing of how many come at once (a notebook's chats):
+#: the KV cache of MAX_BATCH slots would hold GiBs for one chat (3.6 GiB at the 1.7B shape); a
+#: caller that needs more says so (``gs.sweep``'s concurrency, ``serve --parallel``) and an idle
+#: engine is made again, larger
+PLAIN_SLOTS = 16
 
 _GIB, _MIB, _KIB = 1 << 30, 1 << 20, 1 << 10
 # ggml_backend_dev_type: CPU, GPU, IGPU, ACCEL, META

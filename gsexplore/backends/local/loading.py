@@ -26,7 +26,7 @@ from ...errors import EngineError, ParamsError
 from ..llama.engine import Engine
 from ..llama.hardware import ExtraBuffers, choose_extra_buffers
 from ..llama.loading import system_info
-from ..llama.memory import KV_TYPES, SlotPlan, plan_for_model
+from ..llama.memory import KV_TYPES, PLAIN_SLOTS, SlotPlan, plan_for_model
 from ..llama.model import LoadedModel
 
 __all__ = ["Loaded", "EngineOptions", "load", "loaded_models", "unload_all", "KV_LAYOUTS"]
@@ -91,7 +91,7 @@ class Loaded:
         try:
             return plan_for_model(self.model, n_ctx=o.n_ctx if o.n_ctx is not None else max_request_tokens,
                                   slots=o.slots, kv_type=o.kv_cache_type,
-                                  want_slots=None if o.slots is not None else concurrency)
+                                  want_slots=None if o.slots is not None else (concurrency or PLAIN_SLOTS))
         except ValueError as exc:  # the head size refuses the cache type, or not one slot fits
             field_ = "kv_cache_type" if "kv_cache_type" in str(exc) else "n_ctx"
             raise ParamsError(str(exc), field=field_, value=getattr(o, field_)) from exc
