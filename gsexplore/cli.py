@@ -326,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "file's stem and Qwen/Qwen3-1.7B are always served: the alias lets the GradienteSur "
                          "examples run unchanged)")
     sp.add_argument("--parallel", type=int, help="requests generated at once, batched in one llama.cpp context "
-                    "(vLLM's --max-num-seqs, llama-server's -np; default: as many as this machine's memory "
-                    "holds at --n-ctx, at most where batched decode stops gaining on this kind of device)")
+                    "(vLLM's --max-num-seqs, llama-server's -np; default: 16, fewer when this machine's "
+                    "memory holds fewer at --n-ctx)")
     sp.add_argument("--instances", type=int, default=1, help="copies of the model and its engine (one per GPU)")
     sp.add_argument("--n-ctx", type=int, help="tokens each request may hold (prompt + max_tokens; each of the "
                     "--parallel slots gets this many; default 4096)")

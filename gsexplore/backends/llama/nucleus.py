@@ -7,7 +7,7 @@ step of a 16-sequence sweep. Here the kept set is found from a histogram of the
 log-probabilities instead (buckets of 1/64 nat below the top token): every bucket
 above the one where the cumulative mass reaches ``p`` is kept whole, and only that
 one bucket is sorted, to take its tokens until the mass is reached (the crossing
-token included, as llama.cpp and vLLM do). About 12 passes over the row, ~2 ms.
+token included, as llama.cpp and vLLM do). About 12 passes over the row, ~1 ms.
 
 The kept set is the same as a full sort's (up to ties of equal probability at the
 boundary and float rounding of the cumulative sum). It is returned in id order, and

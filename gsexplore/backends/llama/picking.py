@@ -41,8 +41,10 @@ class RowPicker:
     def pick(self, rows: tuple[Sequence, ...], logits: np.ndarray) -> list[Pick]:
         """One draw per row of ``logits`` for ``rows[i]``; None for rows left to ``Sequence.take``."""
         picks: list[Pick] = [None] * len(rows)
+        if self._pool is None or len(rows) < _MIN_ROWS:
+            return picks
         free = [i for i, s in enumerate(rows) if s.draws_alone()]
-        if self._pool is None or len(free) < _MIN_ROWS:
+        if len(free) < _MIN_ROWS:
             return picks
         parts = [free[k::self.workers + 1] for k in range(self.workers + 1)]
 

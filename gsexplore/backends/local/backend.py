@@ -69,7 +69,8 @@ class LocalBackend(Backend):
     margin; ``n_ctx`` is what the caller needs (``prepare``, which ``gs.sweep`` calls
     with its largest prompt + max_tokens and its number of requests; a request's own
     prompt + max_tokens; else 4096), and slots are as many as fit, at most the
-    requests wanted and where batched decode stops gaining on this kind of device
+    requests wanted (``prepare``'s ``concurrency``; 16 when no caller said,
+    ``memory.PLAIN_SLOTS``) and where batched decode stops gaining on this kind of device
     (``info()["slots_reason"]`` shows the arithmetic, ``info()["memory"]`` the
     numbers). The engine is made at first use (``prepare``, a request, ``slots``,
     ``info()``) and made again, larger, while idle, when a need does not fit it.
