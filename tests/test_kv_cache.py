@@ -141,7 +141,7 @@ def test_a_plain_chat_takes_a_few_slots_and_a_sweep_more(demo_model_path: Path) 
     b = LocalBackend(str(demo_model_path), shared=False)
     try:
         b.chat("Hi", max_tokens=2)
-        assert b.slots == PLAIN_SLOTS and b.info()["memory"]["limited_by"] == "wanted"
+        assert b.slots == PLAIN_SLOTS and b.info()["memory"]["limited_by"] == "nobody said how many at once"
         gs.sweep(b, ["Say hello."], grid={}, repeats=PLAIN_SLOTS + 8, base=gs.Params(max_tokens=4), progress=False)
         assert b.slots == PLAIN_SLOTS + 8                 # the idle engine was made again for the sweep
         b.chat("Hi again", max_tokens=2)

@@ -315,7 +315,7 @@ def _size(n: float) -> str:
 
 def plan_slots(*, available: Available, weights_bytes: int, kv_bytes_per_token: int, kv_type: str = "f16",
                n_ctx: int | None = None, slots: int | None = None, want_slots: int | None = None,
-               max_batch: int | None = None, n_ctx_train: int | None = None,
+               want_why: str = "wanted", max_batch: int | None = None, n_ctx_train: int | None = None,
                margin_bytes: int = MARGIN_BYTES, kv_share: float | None = None) -> SlotPlan:
     """Slots and tokens per slot for the KV cache, with the arithmetic spelled out.
 
@@ -326,7 +326,8 @@ def plan_slots(*, available: Available, weights_bytes: int, kv_bytes_per_token: 
     (the requests the caller will have in flight), ``max_batch`` (where batched decode
     stops gaining; default by device kind) and llama.cpp's 256 sequences. Budget =
     (available - weights, when not yet out of it, - margin) x the device's share.
-    Raises ValueError naming ``n_ctx`` when not even one slot fits.
+    ``want_why`` names the ``want_slots`` limit in the reason. Raises ValueError naming
+    ``n_ctx`` when not even one slot fits.
     """
     if kv_bytes_per_token <= 0:
         raise ValueError(f"kv_bytes_per_token must be positive, got {kv_bytes_per_token}")
@@ -366,7 +367,7 @@ def plan_slots(*, available: Available, weights_bytes: int, kv_bytes_per_token: 
             f"{_size(budget)} ({head}); lower n_ctx, use kv_cache_type='q8_0' or 'q4_0', or pass slots=1")
     limits = [(by_memory, "by memory"), (cap, "where batched decode stops gaining"), (MAX_SEQ, "llama.cpp's most")]
     if want_slots is not None:
-        limits.append((max(1, int(want_slots)), "wanted"))
+        limits.append((max(1, int(want_slots)), want_why))
     chosen, why = min(limits, key=lambda x: x[0])
     numbers.update(slots=chosen, kv_cache_bytes=chosen * per_slot, limited_by=why)
     others = ", ".join(f"{n} {w}" for n, w in limits if w != why)
@@ -376,13 +377,15 @@ def plan_slots(*, available: Available, weights_bytes: int, kv_bytes_per_token: 
 
 
 def plan_for_model(lm: Any, *, n_ctx: int | None, slots: int | None, kv_type: str = "f16",
-                   want_slots: int | None = None, max_batch: int | None = None) -> SlotPlan:
+                   want_slots: int | None = None, want_why: str = "wanted",
+                   max_batch: int | None = None) -> SlotPlan:
     """``plan_slots`` for a loaded model (``LoadedModel``: its lc, llm, meta, n_gpu_layers, n_ctx_train)."""
     lc, model = lm.lc, lm.llm.model
     per_token = kv_bytes_per_token(kv_shape(lc, model, lm.meta), kv_type)
     return plan_slots(available=available_memory(lm.n_gpu_layers), weights_bytes=int(lc.llama_model_size(model)),
                       kv_bytes_per_token=per_token, kv_type=kv_type, n_ctx=n_ctx, slots=slots,
-                      want_slots=want_slots, max_batch=max_batch, n_ctx_train=lm.n_ctx_train)
+                      want_slots=want_slots, want_why=want_why, max_batch=max_batch,
+                      n_ctx_train=lm.n_ctx_train)
 
 
 def batch_invariance(kv_type: str, kv_layout: str, n_ctx_seq: int, on_gpu: bool) -> tuple[bool, str]:

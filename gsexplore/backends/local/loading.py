@@ -91,7 +91,8 @@ class Loaded:
         try:
             return plan_for_model(self.model, n_ctx=o.n_ctx if o.n_ctx is not None else max_request_tokens,
                                   slots=o.slots, kv_type=o.kv_cache_type,
-                                  want_slots=None if o.slots is not None else (concurrency or PLAIN_SLOTS))
+                                  want_slots=None if o.slots is not None else (concurrency or PLAIN_SLOTS),
+                                  want_why="wanted" if concurrency else "nobody said how many at once")
         except ValueError as exc:  # the head size refuses the cache type, or not one slot fits
             field_ = "kv_cache_type" if "kv_cache_type" in str(exc) else "n_ctx"
             raise ParamsError(str(exc), field=field_, value=getattr(o, field_)) from exc
